@@ -1,0 +1,827 @@
+//! One connection's state machine: handshake (client side), packet building, acknowledgement,
+//! loss detection, retransmission timers, keepalive, idle timeout and graceful close.
+//!
+//! The [`Endpoint`](crate::Endpoint) owns connections and routes datagrams to them by address;
+//! the server side of the handshake is stateless and lives in the endpoint.
+
+mod ack;
+mod rtt;
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::channel::{ChannelEvent, Incoming, PacketCtx, RecvChannel, SendChannel, Sizing};
+use crate::config::{ChannelConfig, ChannelId, ChannelKind, Config};
+use crate::cookie::Cookie;
+use crate::error::{SendError, Violation};
+use crate::fragment::ReassemblyBudget;
+use crate::seq::{extend, truncate};
+use crate::stats::{ConnectionStats, RateMeter};
+use crate::wire::{
+    AckHeader, ConnectRequest, ConnectResponse, ControlKind, DataHeader, Disconnect, Frame,
+    FrameReader, FrameWriter, Handshake, Writer, PROTOCOL_VERSION,
+};
+use crate::{ConnectionId, DisconnectReason, Event, MessageId, RejectReason};
+
+use ack::{Arrival, Fate, ReceivedPackets, SentPacket, SentPackets, Settled};
+pub(crate) use rtt::RttEstimator;
+
+/// Largest data header: first byte, packet number, ack (2 + 4) and a 3-byte ack delay.
+pub(crate) const MAX_DATA_HEADER: usize = 1 + 2 + 6 + 3;
+/// Largest message frame header: type, escaped channel, id, 3-byte length.
+const MAX_MESSAGE_HEADER: usize = 1 + 1 + 2 + 3;
+/// Largest ack delay encoded, in 100 µs units (fits a 3-byte varint).
+const MAX_ACK_DELAY_UNITS: u64 = (1 << 21) - 1;
+/// Ack delays below this many 100 µs units are not sent (the field is omitted).
+const MIN_ACK_DELAY_UNITS: u64 = 10;
+
+/// Close codes the engine itself sends; applications should use codes below 0xFF00.
+pub(crate) const CODE_PROTOCOL_VIOLATION: u16 = 0xFFF0;
+pub(crate) const CODE_UNACKNOWLEDGED: u16 = 0xFFF1;
+pub(crate) const CODE_SHUTDOWN: u16 = 0xFFF2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Client: waiting for a challenge (no cookie yet) or for the accept.
+    Connecting {
+        cookie: Option<Cookie>,
+        started: Instant,
+        next_send: Instant,
+        /// First time the response was sent, and whether it was sent more than once.
+        response_sent: Option<(Instant, bool)>,
+    },
+    Established,
+    /// Sending disconnect copies before disappearing.
+    Closing {
+        code: u16,
+        copies_left: u32,
+        next_send: Instant,
+    },
+    Closed,
+}
+
+/// A connection to one peer.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    id: ConnectionId,
+    role: Role,
+    remote: SocketAddr,
+    /// The client's handshake nonce: identifies the session in handshake and disconnect packets.
+    nonce: u64,
+    state: State,
+    config: Config,
+    fingerprint: u32,
+    recv_kinds: Vec<ChannelKind>,
+    send: Vec<SendChannel>,
+    recv: Vec<RecvChannel>,
+    next_channel: usize,
+    received: ReceivedPackets,
+    sent: SentPackets,
+    rtt: RttEstimator,
+    budget: ReassemblyBudget,
+    /// Packets received since the last ack was sent, and whether any of them needs one.
+    ack_pending: bool,
+    unacked_eliciting: u32,
+    ack_deadline: Option<Instant>,
+    last_received: Instant,
+    last_eliciting_sent: Instant,
+    ping_due: bool,
+    channel_events: Vec<ChannelEvent>,
+    settled: Vec<Settled>,
+    stats: ConnectionStats,
+    send_rate: RateMeter,
+    recv_rate: RateMeter,
+    /// Whether the endpoint has this connection in its transmit queue.
+    pub(crate) queued: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(
+        id: ConnectionId,
+        role: Role,
+        remote: SocketAddr,
+        nonce: u64,
+        config: &Config,
+        now: Instant,
+    ) -> Self {
+        let (send_configs, recv_configs) = match role {
+            Role::Client => (
+                &config.channels.client_to_server,
+                &config.channels.server_to_client,
+            ),
+            Role::Server => (
+                &config.channels.server_to_client,
+                &config.channels.client_to_server,
+            ),
+        };
+        let sizing = sizing(config.payload_budget);
+        let send = send_configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| SendChannel::new(i as u8, c, sizing))
+            .collect();
+        let recv = recv_configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| RecvChannel::new(i as u8, c))
+            .collect();
+        let state = match role {
+            Role::Client => State::Connecting {
+                cookie: None,
+                started: now,
+                next_send: now,
+                response_sent: None,
+            },
+            Role::Server => State::Established,
+        };
+        Self {
+            id,
+            role,
+            remote,
+            nonce,
+            state,
+            config: config.clone(),
+            fingerprint: config.channels.fingerprint(),
+            recv_kinds: recv_configs
+                .iter()
+                .map(|c: &ChannelConfig| c.kind)
+                .collect(),
+            send,
+            recv,
+            next_channel: 0,
+            received: ReceivedPackets::new(),
+            sent: SentPackets::new(),
+            rtt: RttEstimator::new(config.initial_rtt),
+            budget: ReassemblyBudget::new(config.max_reassembly_bytes),
+            ack_pending: false,
+            unacked_eliciting: 0,
+            ack_deadline: None,
+            last_received: now,
+            last_eliciting_sent: now,
+            ping_due: false,
+            channel_events: Vec::new(),
+            settled: Vec::new(),
+            stats: ConnectionStats::default(),
+            send_rate: RateMeter::new(),
+            recv_rate: RateMeter::new(),
+            queued: false,
+        }
+    }
+
+    pub(crate) fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    pub(crate) fn nonce(&self) -> u64 {
+        self.nonce
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.role
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        matches!(self.state, State::Established)
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.state, State::Closed)
+    }
+
+    /// Whether the connection is gone or going: no more sends, no more events but its end.
+    pub(crate) fn is_closing(&self) -> bool {
+        matches!(self.state, State::Closing { .. } | State::Closed)
+    }
+
+    // ---- application calls ----
+
+    pub(crate) fn send(&mut self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+        if self.is_closing() {
+            return Err(SendError::NotConnected(data));
+        }
+        let Some(half) = self.send.get_mut(usize::from(channel.0)) else {
+            return Err(SendError::UnknownChannel(channel, data));
+        };
+        half.send(data)
+    }
+
+    /// Starts a graceful close; the disconnect event is emitted now.
+    pub(crate) fn close(
+        &mut self,
+        now: Instant,
+        code: u16,
+        reason: DisconnectReason,
+        events: &mut VecDeque<Event>,
+    ) {
+        if self.is_closing() {
+            return;
+        }
+        let established = self.is_established();
+        self.state = if established && self.config.disconnect_copies > 0 {
+            State::Closing {
+                code,
+                copies_left: self.config.disconnect_copies,
+                next_send: now,
+            }
+        } else {
+            State::Closed
+        };
+        events.push_back(Event::Disconnected {
+            connection: self.id,
+            reason,
+        });
+    }
+
+    /// Ends the connection at once, without telling the peer.
+    pub(crate) fn abandon(&mut self, reason: DisconnectReason, events: &mut VecDeque<Event>) {
+        self.close_silently(reason, events);
+    }
+
+    fn close_silently(&mut self, reason: DisconnectReason, events: &mut VecDeque<Event>) {
+        if self.is_closing() {
+            return;
+        }
+        self.state = State::Closed;
+        events.push_back(Event::Disconnected {
+            connection: self.id,
+            reason,
+        });
+    }
+
+    // ---- handle_* inputs ----
+
+    /// A handshake or disconnect packet from the peer's address.
+    pub(crate) fn handle_handshake(
+        &mut self,
+        now: Instant,
+        packet: Handshake,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ()> {
+        match (packet, &mut self.state) {
+            (
+                Handshake::Challenge(challenge),
+                State::Connecting {
+                    cookie, next_send, ..
+                },
+            ) if challenge.nonce == self.nonce => {
+                if cookie.is_none() {
+                    *cookie = Some(challenge.cookie);
+                    *next_send = now;
+                }
+                Ok(())
+            }
+            (
+                Handshake::Accept { nonce },
+                State::Connecting {
+                    cookie: Some(_),
+                    response_sent,
+                    ..
+                },
+            ) if nonce == self.nonce => {
+                if let Some((sent, false)) = *response_sent {
+                    self.rtt
+                        .update(now.saturating_duration_since(sent), Duration::ZERO);
+                }
+                self.state = State::Established;
+                self.last_received = now;
+                self.last_eliciting_sent = now;
+                events.push_back(Event::Connected {
+                    connection: self.id,
+                    remote: self.remote,
+                });
+                Ok(())
+            }
+            (Handshake::Reject(reject), State::Connecting { .. }) if reject.nonce == self.nonce => {
+                self.close_silently(
+                    DisconnectReason::Rejected(RejectReason::from_code(reject.reason)),
+                    events,
+                );
+                Ok(())
+            }
+            (Handshake::Disconnect(Disconnect { token, code }), State::Established)
+                if token == self.nonce =>
+            {
+                self.close_silently(DisconnectReason::Remote { code }, events);
+                Ok(())
+            }
+            (Handshake::Disconnect(Disconnect { token, .. }), State::Closing { .. })
+                if token == self.nonce =>
+            {
+                // Both sides closed at once: stop sending copies.
+                self.state = State::Closed;
+                Ok(())
+            }
+            _ => {
+                self.stats.dropped.unexpected += 1;
+                Err(())
+            }
+        }
+    }
+
+    /// A data packet from the peer's address.
+    pub(crate) fn handle_data(
+        &mut self,
+        now: Instant,
+        datagram: Bytes,
+        events: &mut VecDeque<Event>,
+    ) {
+        if !self.is_established() {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        let Ok((header, offset)) = DataHeader::decode(&datagram) else {
+            self.stats.dropped.malformed += 1;
+            return;
+        };
+        let pn = extend(self.received.expected(), header.packet_number);
+        match self.received.check(pn) {
+            Arrival::New => {}
+            Arrival::Duplicate => {
+                self.stats.dropped.duplicate += 1;
+                return;
+            }
+            Arrival::TooOld => {
+                self.stats.dropped.too_old += 1;
+                return;
+            }
+        }
+        // Validate every frame before anything changes: garbage neither acts nor refreshes.
+        if FrameReader::new(&datagram, offset, &self.recv_kinds).any(|frame| frame.is_err()) {
+            self.stats.dropped.malformed += 1;
+            return;
+        }
+        let acked = match header.ack {
+            Some(ack) => match self.ack_range(ack) {
+                Some(range) => Some(range),
+                None => {
+                    self.stats.dropped.bogus_ack += 1;
+                    return;
+                }
+            },
+            None => None,
+        };
+        let in_order = self.received.insert(pn, now);
+        self.last_received = now;
+        self.stats.packets_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        self.recv_rate.record(now, datagram.len() as u64);
+
+        if let (Some(ack), Some(largest)) = (header.ack, acked) {
+            self.on_ack(now, ack, largest, events);
+        }
+
+        let mut eliciting = false;
+        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
+            eliciting = true;
+            let (channel, incoming) = match frame {
+                Frame::Control(ControlKind::Ping) => continue,
+                Frame::Message {
+                    channel,
+                    id,
+                    payload,
+                } => (
+                    channel,
+                    Incoming::Message {
+                        id,
+                        data: datagram.slice(payload),
+                    },
+                ),
+                Frame::Fragment {
+                    channel,
+                    id,
+                    index,
+                    count,
+                    payload,
+                } => (
+                    channel,
+                    Incoming::Fragment {
+                        id,
+                        index,
+                        count,
+                        data: datagram.slice(payload),
+                    },
+                ),
+            };
+            let Some(half) = self.recv.get_mut(usize::from(channel)) else {
+                continue;
+            };
+            if let Err(violation) =
+                half.receive(incoming, now, &mut self.budget, &mut self.channel_events)
+            {
+                self.flush_channel_events(events);
+                self.violation(now, violation, events);
+                return;
+            }
+        }
+        self.flush_channel_events(events);
+
+        self.ack_pending = true;
+        if eliciting {
+            self.unacked_eliciting += 1;
+            if !in_order || self.unacked_eliciting >= self.config.ack_frequency {
+                self.ack_deadline = Some(now);
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(now + self.config.max_ack_delay);
+            }
+        }
+    }
+
+    /// Runs timers due at `now`.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        match self.state {
+            State::Connecting { started, .. } => {
+                if now.saturating_duration_since(started) >= self.config.handshake_timeout {
+                    self.close_silently(DisconnectReason::HandshakeTimeout, events);
+                }
+                return;
+            }
+            State::Established => {}
+            State::Closing { .. } | State::Closed => return,
+        }
+        if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
+            self.close_silently(DisconnectReason::Timeout, events);
+            return;
+        }
+        let oldest = self
+            .send
+            .iter()
+            .filter_map(SendChannel::oldest_unacked)
+            .min();
+        if oldest.is_some_and(|t| now.saturating_duration_since(t) >= self.config.ack_timeout) {
+            self.close(
+                now,
+                CODE_UNACKNOWLEDGED,
+                DisconnectReason::Unacknowledged,
+                events,
+            );
+            return;
+        }
+        self.detect_lost(now, events);
+        let rto = self.rto();
+        for half in &mut self.send {
+            half.on_timeout(now, rto);
+        }
+        for half in &mut self.recv {
+            half.expire(now, self.config.reassembly_timeout, &mut self.budget);
+        }
+        if now.saturating_duration_since(self.last_eliciting_sent) >= self.config.keepalive_interval
+        {
+            self.ping_due = true;
+        }
+    }
+
+    // ---- poll_* outputs ----
+
+    /// The earliest time [`handle_timeout`](Self::handle_timeout) or
+    /// [`poll_transmit`](Self::poll_transmit) has work.
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            State::Connecting {
+                started, next_send, ..
+            } => Some(next_send.min(started + self.config.handshake_timeout)),
+            State::Closing { next_send, .. } => Some(next_send),
+            State::Closed => None,
+            State::Established => {
+                let mut deadline = self.last_received + self.config.idle_timeout;
+                let mut consider = |t: Option<Instant>| {
+                    if let Some(t) = t {
+                        deadline = deadline.min(t);
+                    }
+                };
+                consider(self.ack_deadline);
+                consider(Some(
+                    self.last_eliciting_sent + self.config.keepalive_interval,
+                ));
+                let rto = self.rto();
+                for half in &self.send {
+                    consider(half.next_timeout(rto));
+                    consider(half.oldest_unacked().map(|t| t + self.config.ack_timeout));
+                }
+                for half in &self.recv {
+                    consider(half.next_expiry(self.config.reassembly_timeout));
+                }
+                if let Some((sent, behind)) = self.sent.oldest_in_flight() {
+                    let delay = if behind {
+                        self.rtt.loss_delay()
+                    } else {
+                        self.expiry()
+                    };
+                    consider(Some(sent + delay));
+                }
+                Some(deadline)
+            }
+        }
+    }
+
+    /// Writes the next datagram for this connection into `buf`; returns its length.
+    pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let len = match &mut self.state {
+            State::Connecting {
+                cookie,
+                next_send,
+                response_sent,
+                ..
+            } => {
+                if now < *next_send {
+                    return None;
+                }
+                *next_send = now + self.config.handshake_resend_interval;
+                let request = ConnectRequest {
+                    version: PROTOCOL_VERSION,
+                    protocol_id: self.config.protocol_id,
+                    fingerprint: self.fingerprint,
+                    nonce: self.nonce,
+                };
+                let packet = match cookie {
+                    None => Handshake::Request(request),
+                    Some(cookie) => {
+                        *response_sent = Some(match *response_sent {
+                            None => (now, false),
+                            Some((first, _)) => (first, true),
+                        });
+                        Handshake::Response(ConnectResponse {
+                            request,
+                            cookie: *cookie,
+                        })
+                    }
+                };
+                packet.encode(buf).ok()?
+            }
+            State::Closing {
+                code,
+                copies_left,
+                next_send,
+            } => {
+                if now < *next_send {
+                    return None;
+                }
+                let packet = Handshake::Disconnect(Disconnect {
+                    token: self.nonce,
+                    code: *code,
+                });
+                *copies_left = copies_left.saturating_sub(1);
+                *next_send = now + self.config.disconnect_interval;
+                if *copies_left == 0 {
+                    self.state = State::Closed;
+                }
+                packet.encode(buf).ok()?
+            }
+            State::Closed => return None,
+            State::Established => self.build_data(now, buf)?,
+        };
+        self.stats.packets_sent += 1;
+        self.stats.bytes_sent += len as u64;
+        self.send_rate.record(now, len as u64);
+        Some(len)
+    }
+
+    fn build_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let ack_due = self.ack_pending && self.ack_deadline.is_some_and(|t| t <= now);
+        let has_data = self.ping_due || self.send.iter().any(SendChannel::has_pending);
+        if !ack_due && !has_data {
+            return None;
+        }
+        let budget = self.config.payload_budget.min(buf.len());
+        let mut writer = Writer::new(buf.get_mut(..budget)?);
+        let pn = self.sent.next();
+        let ack = if self.ack_pending {
+            self.received.largest().map(|largest| {
+                let delay = self
+                    .received
+                    .largest_at()
+                    .map_or(0, |at| now.saturating_duration_since(at).as_micros() as u64)
+                    / crate::wire::ACK_DELAY_UNIT_MICROS;
+                AckHeader {
+                    largest: truncate(largest),
+                    bits: self.received.ack_bits(),
+                    delay: if delay < MIN_ACK_DELAY_UNITS {
+                        0
+                    } else {
+                        delay.min(MAX_ACK_DELAY_UNITS)
+                    },
+                }
+            })
+        } else {
+            None
+        };
+        let header = DataHeader {
+            packet_number: truncate(pn),
+            ack,
+        };
+        header.encode(&mut writer).ok()?;
+        let mut frames = FrameWriter::new();
+        let mut records = self.sent.take_records();
+        if self.ping_due {
+            if frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
+                self.ping_due = false;
+            }
+        }
+        let channels = self.send.len();
+        for step in 0..channels {
+            let index = (self.next_channel + step) % channels;
+            let Some(half) = self.send.get_mut(index) else {
+                continue;
+            };
+            let mut ctx = PacketCtx {
+                writer: &mut writer,
+                frames: &mut frames,
+                records: &mut records,
+                now,
+                packet_number: pn,
+            };
+            half.write(&mut ctx);
+        }
+        if channels > 0 {
+            self.next_channel = (self.next_channel + 1) % channels;
+        }
+        let eliciting = frames.count() > 0;
+        if !eliciting && !(ack_due && ack.is_some()) {
+            self.sent.recycle(records);
+            return None;
+        }
+        frames.finish(&mut writer);
+        let len = writer.position();
+        if ack.is_some() {
+            self.ack_pending = false;
+            self.unacked_eliciting = 0;
+            self.ack_deadline = None;
+        }
+        if eliciting {
+            self.last_eliciting_sent = now;
+        }
+        self.sent.push(
+            SentPacket {
+                time: now,
+                eliciting,
+                fate: Fate::InFlight,
+                records,
+            },
+            &mut self.settled,
+        );
+        self.apply_settled(None);
+        Some(len)
+    }
+
+    /// Drains events produced while building packets (losses of tracked packets).
+    pub(crate) fn drain_events(&mut self, events: &mut VecDeque<Event>) {
+        self.flush_channel_events(events);
+    }
+
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let mut stats = self.stats.clone();
+        stats.rtt = self.rtt.smoothed();
+        stats.rtt_var = self.rtt.var();
+        stats.min_rtt = self.rtt.min();
+        stats.latest_rtt = self.rtt.latest();
+        stats.reassembly_bytes = self.budget.used;
+        stats.send_channels = self.send.iter().map(|c| c.stats().clone()).collect();
+        stats.recv_channels = self.recv.iter().map(|c| c.stats().clone()).collect();
+        stats
+    }
+
+    pub(crate) fn update_rates(&mut self, now: Instant) {
+        self.stats.send_bytes_per_sec = self.send_rate.rate(now);
+        self.stats.recv_bytes_per_sec = self.recv_rate.rate(now);
+    }
+
+    /// Bytes queued or in flight on all outgoing channels.
+    pub(crate) fn buffered(&self) -> usize {
+        self.send.iter().map(SendChannel::buffered).sum()
+    }
+
+    // ---- internals ----
+
+    fn rto(&self) -> Duration {
+        self.rtt.rto(
+            self.config.max_ack_delay,
+            self.config.min_rto,
+            self.config.max_rto,
+        )
+    }
+
+    /// How long an unacknowledged packet with nothing acknowledged after it stays in flight.
+    fn expiry(&self) -> Duration {
+        self.rto() * 2
+    }
+
+    /// The full packet number of the ack's largest, or `None` if it names a packet never sent.
+    fn ack_range(&self, ack: AckHeader) -> Option<u64> {
+        let next = self.sent.next();
+        let largest = extend(next, ack.largest);
+        (largest < next).then_some(largest)
+    }
+
+    fn on_ack(&mut self, now: Instant, ack: AckHeader, largest: u64, events: &mut VecDeque<Event>) {
+        let newly_largest = self.sent.ack(largest, &mut self.settled);
+        if newly_largest {
+            if let Some(packet) = self.sent.get(largest) {
+                if packet.eliciting {
+                    let sample = now.saturating_duration_since(packet.time);
+                    let delay = Duration::from_micros(
+                        ack.delay.saturating_mul(crate::wire::ACK_DELAY_UNIT_MICROS),
+                    )
+                    .min(self.config.max_ack_delay.max(Duration::from_millis(1)) * 4);
+                    self.rtt.update(sample, delay);
+                }
+            }
+        }
+        for i in 0..32u64 {
+            if ack.bits & (1 << i) == 0 {
+                continue;
+            }
+            let Some(pn) = largest.checked_sub(i + 1) else {
+                break;
+            };
+            self.sent.ack(pn, &mut self.settled);
+        }
+        self.detect_lost(now, events);
+    }
+
+    fn detect_lost(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        let sent_before = now.checked_sub(self.rtt.loss_delay()).unwrap_or(now);
+        let expired_before = now.checked_sub(self.expiry());
+        self.sent
+            .detect_lost(sent_before, expired_before, &mut self.settled);
+        self.apply_settled(Some(events));
+    }
+
+    fn apply_settled(&mut self, events: Option<&mut VecDeque<Event>>) {
+        let mut settled = std::mem::take(&mut self.settled);
+        for packet in settled.drain(..) {
+            match packet.fate {
+                Fate::Acked => self.stats.packets_acked += 1,
+                Fate::Lost => self.stats.packets_lost += 1,
+                Fate::InFlight => {}
+            }
+            let lost = packet.fate == Fate::Lost;
+            self.stats.loss_rate += (f64::from(u8::from(lost)) - self.stats.loss_rate) / 100.0;
+            for record in &packet.records {
+                let channel = match record {
+                    crate::channel::SentRecord::Reliable { channel, .. }
+                    | crate::channel::SentRecord::Notify { channel, .. } => *channel,
+                };
+                let Some(half) = self.send.get_mut(usize::from(channel)) else {
+                    continue;
+                };
+                if lost {
+                    half.on_lost(record, packet.packet_number, &mut self.channel_events);
+                } else {
+                    half.on_acked(record, &mut self.channel_events);
+                }
+            }
+            self.sent.recycle(packet.records);
+        }
+        self.settled = settled;
+        if let Some(events) = events {
+            self.flush_channel_events(events);
+        }
+    }
+
+    fn flush_channel_events(&mut self, events: &mut VecDeque<Event>) {
+        for event in self.channel_events.drain(..) {
+            events.push_back(match event {
+                ChannelEvent::Message { channel, data } => Event::Message {
+                    connection: self.id,
+                    channel,
+                    data,
+                },
+                ChannelEvent::Delivery {
+                    channel,
+                    message,
+                    outcome,
+                } => Event::Delivery {
+                    connection: self.id,
+                    channel,
+                    message,
+                    outcome,
+                },
+            });
+        }
+    }
+
+    fn violation(&mut self, now: Instant, violation: Violation, events: &mut VecDeque<Event>) {
+        self.close(
+            now,
+            CODE_PROTOCOL_VIOLATION,
+            DisconnectReason::ProtocolViolation(violation),
+            events,
+        );
+    }
+}
+
+/// Message and fragment sizes for a payload budget.
+pub(crate) fn sizing(payload_budget: usize) -> Sizing {
+    Sizing {
+        max_whole: payload_budget - MAX_DATA_HEADER - MAX_MESSAGE_HEADER,
+        piece_size: payload_budget - MAX_DATA_HEADER - FrameWriter::MAX_FRAGMENT_HEADER,
+    }
+}

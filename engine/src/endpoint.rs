@@ -1,0 +1,594 @@
+//! Many connections on one socket, and the server's stateless side of the handshake.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{ChannelId, Config, ConfigError, MAX_DATAGRAM_SIZE};
+use crate::connection::{Connection, Role, CODE_SHUTDOWN};
+use crate::cookie::{CookieError, CookieJar};
+use crate::error::{ConnectError, SendError};
+use crate::stats::{ConnectionStats, DropCounters, EndpointStats};
+use crate::wire::{
+    Challenge, ConnectRequest, Handshake, PacketKind, Reject, PROTOCOL_VERSION, REQUEST_MIN_SIZE,
+};
+use crate::{ConnectionId, DisconnectReason, Event, MessageId, RejectReason};
+
+/// Handshake replies waiting to be sent; beyond this they are dropped (and counted).
+const MAX_PENDING_REPLIES: usize = 1024;
+
+/// Largest handshake reply.
+const MAX_REPLY_LEN: usize = 64;
+
+/// A datagram to send, written by [`Endpoint::poll_transmit`] into the caller's buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to send it.
+    pub destination: SocketAddr,
+    /// How many bytes of the buffer to send.
+    pub size: usize,
+}
+
+/// A sans-I/O Tickwire endpoint: many connections multiplexed on one UDP socket.
+///
+/// It opens no socket, reads no clock and spawns nothing. The caller owns the socket and the
+/// clock and drives it:
+///
+/// - **Inputs**: [`handle_datagram`](Self::handle_datagram) for every datagram received,
+///   [`handle_timeout`](Self::handle_timeout) when the deadline from
+///   [`poll_timeout`](Self::poll_timeout) passes, and the application calls
+///   [`connect`](Self::connect), [`send`](Self::send) and [`disconnect`](Self::disconnect).
+/// - **Outputs**, drained after every input, in this order: [`poll_transmit`](Self::poll_transmit)
+///   until it returns `None` (send each datagram), [`poll_event`](Self::poll_event) until `None`,
+///   then [`poll_timeout`](Self::poll_timeout) for the next wake-up.
+///
+/// ```
+/// use std::time::Instant;
+/// use tickwire::{Config, Endpoint, Event};
+///
+/// let now = Instant::now();
+/// let mut server = Endpoint::new(Config { seed: Some(1), ..Config::server() }, now).unwrap();
+/// let mut client = Endpoint::new(Config { seed: Some(2), ..Config::client() }, now).unwrap();
+/// let server_addr = "127.0.0.1:7777".parse().unwrap();
+/// let client_addr = "127.0.0.1:50000".parse().unwrap();
+/// let connection = client.connect(server_addr, now).unwrap();
+///
+/// // Shuttle datagrams by hand (a real driver uses a socket; tests use `sim::Simulation`).
+/// let mut buf = vec![0; Endpoint::MAX_DATAGRAM];
+/// for _ in 0..3 {
+///     while let Some(t) = client.poll_transmit(now, &mut buf) {
+///         server.handle_datagram(now, client_addr, buf[..t.size].to_vec().into());
+///     }
+///     while let Some(t) = server.poll_transmit(now, &mut buf) {
+///         client.handle_datagram(now, server_addr, buf[..t.size].to_vec().into());
+///     }
+/// }
+/// assert!(matches!(client.poll_event(), Some(Event::Connected { .. })));
+/// assert!(client.is_connected(connection));
+/// ```
+#[derive(Debug)]
+pub struct Endpoint {
+    config: Config,
+    fingerprint: u32,
+    rng: StdRng,
+    cookies: CookieJar,
+    connections: HashMap<ConnectionId, Connection>,
+    by_addr: HashMap<SocketAddr, ConnectionId>,
+    next_id: u64,
+    incoming: usize,
+    events: VecDeque<Event>,
+    replies: VecDeque<(SocketAddr, [u8; MAX_REPLY_LEN], usize)>,
+    transmit_queue: VecDeque<ConnectionId>,
+    stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// The buffer size [`poll_transmit`](Self::poll_transmit) needs at most: the padded
+    /// connection request or the largest payload budget, whichever is larger.
+    pub const MAX_DATAGRAM: usize = MAX_DATAGRAM_SIZE;
+
+    /// Creates an endpoint; `now` is its epoch for cookie timestamps.
+    pub fn new(config: Config, now: Instant) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let mut rng = match config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let cookies = CookieJar::new(now, config.cookie_lifetime, &mut rng);
+        Ok(Self {
+            fingerprint: config.channels.fingerprint(),
+            config,
+            rng,
+            cookies,
+            connections: HashMap::new(),
+            by_addr: HashMap::new(),
+            next_id: 0,
+            incoming: 0,
+            events: VecDeque::new(),
+            replies: VecDeque::new(),
+            transmit_queue: VecDeque::new(),
+            stats: EndpointStats::default(),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The smallest buffer [`poll_transmit`](Self::poll_transmit) accepts for this configuration.
+    pub fn transmit_buffer_size(&self) -> usize {
+        self.config.payload_budget.max(REQUEST_MIN_SIZE)
+    }
+
+    // ---- application calls ----
+
+    /// Starts connecting to a server. The outcome arrives as [`Event::Connected`] or
+    /// [`Event::Disconnected`] (handshake timeout, or rejected).
+    pub fn connect(
+        &mut self,
+        remote: SocketAddr,
+        now: Instant,
+    ) -> Result<ConnectionId, ConnectError> {
+        if remote.ip().is_unspecified() || remote.port() == 0 {
+            return Err(ConnectError::InvalidAddress(remote));
+        }
+        if self.by_addr.contains_key(&remote) {
+            return Err(ConnectError::AlreadyConnected(remote));
+        }
+        let nonce = self.rng.random::<u64>() | 1;
+        let id = self.insert(Role::Client, remote, nonce, now);
+        Ok(id)
+    }
+
+    /// Queues a message on a channel. Returns its id, which [`Event::Delivery`] names on
+    /// channels with `notify_delivery`. Nothing is sent until [`poll_transmit`](Self::poll_transmit).
+    pub fn send(
+        &mut self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return Err(SendError::UnknownConnection(data));
+        };
+        if !conn.is_established() {
+            return Err(SendError::NotConnected(data));
+        }
+        let id = conn.send(channel, data)?;
+        enqueue(&mut self.transmit_queue, conn, connection);
+        Ok(id)
+    }
+
+    /// Closes a connection gracefully: the peer is told `code` (sent redundantly) and sees
+    /// [`DisconnectReason::Remote`]; this side gets [`DisconnectReason::Local`] at once.
+    /// Codes from 0xFF00 up are reserved for the engine.
+    pub fn disconnect(&mut self, connection: ConnectionId, code: u16, now: Instant) {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return;
+        };
+        conn.close(
+            now,
+            code,
+            DisconnectReason::Local { code },
+            &mut self.events,
+        );
+        enqueue(&mut self.transmit_queue, conn, connection);
+    }
+
+    /// Closes every connection, as [`disconnect`](Self::disconnect) with the shutdown code.
+    pub fn shutdown(&mut self, now: Instant) {
+        let ids: Vec<ConnectionId> = self.connections.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.connections.get_mut(&id) {
+                conn.close(
+                    now,
+                    CODE_SHUTDOWN,
+                    DisconnectReason::Shutdown,
+                    &mut self.events,
+                );
+                enqueue(&mut self.transmit_queue, conn, id);
+            }
+        }
+    }
+
+    // ---- getters ----
+
+    /// Whether the connection exists and has completed its handshake.
+    pub fn is_connected(&self, connection: ConnectionId) -> bool {
+        self.connections
+            .get(&connection)
+            .is_some_and(Connection::is_established)
+    }
+
+    /// The peer's address.
+    pub fn remote_address(&self, connection: ConnectionId) -> Option<SocketAddr> {
+        self.connections.get(&connection).map(Connection::remote)
+    }
+
+    /// Live connections (handshaking, established or closing).
+    pub fn connections(&self) -> impl Iterator<Item = ConnectionId> + '_ {
+        self.connections.keys().copied()
+    }
+
+    /// Number of live connections.
+    pub fn connection_count(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// A snapshot of one connection's statistics.
+    pub fn connection_stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
+        self.connections.get(&connection).map(Connection::stats)
+    }
+
+    /// Bytes queued or unacknowledged on all of a connection's outgoing channels.
+    pub fn buffered_bytes(&self, connection: ConnectionId) -> Option<usize> {
+        self.connections.get(&connection).map(Connection::buffered)
+    }
+
+    /// Endpoint-wide statistics.
+    pub fn stats(&self) -> &EndpointStats {
+        &self.stats
+    }
+
+    // ---- handle_* inputs ----
+
+    /// Feeds one received datagram. Malformed or unexpected datagrams are dropped and counted;
+    /// nothing here panics on any input.
+    pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, datagram: Bytes) {
+        self.stats.datagrams_received += 1;
+        self.stats.bytes_received += datagram.len() as u64;
+        if datagram.len() > MAX_DATAGRAM_SIZE {
+            self.stats.dropped.oversized += 1;
+            return;
+        }
+        let kind = match PacketKind::of(&datagram) {
+            Ok(kind) => kind,
+            Err(_) => {
+                self.stats.dropped.malformed += 1;
+                return;
+            }
+        };
+        let existing = self.by_addr.get(&from).copied();
+        if kind == PacketKind::Data {
+            let Some(id) = existing else {
+                self.stats.dropped.unknown_peer += 1;
+                return;
+            };
+            if let Some(conn) = self.connections.get_mut(&id) {
+                conn.handle_data(now, datagram, &mut self.events);
+                enqueue(&mut self.transmit_queue, conn, id);
+            }
+            self.reap(id);
+            return;
+        }
+        let packet = match Handshake::decode(&datagram) {
+            Ok(packet) => packet,
+            Err(crate::wire::DecodeError::RequestTooSmall) => {
+                self.stats.dropped.request_too_small += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.dropped.malformed += 1;
+                return;
+            }
+        };
+        match packet {
+            Handshake::Request(request) => self.handle_request(now, from, request),
+            Handshake::Response(response) => {
+                self.handle_response(now, from, response.request, &response.cookie)
+            }
+            other => {
+                let Some(id) = existing else {
+                    self.stats.dropped.unknown_peer += 1;
+                    return;
+                };
+                if let Some(conn) = self.connections.get_mut(&id) {
+                    if conn.handle_handshake(now, other, &mut self.events).is_ok() {
+                        enqueue(&mut self.transmit_queue, conn, id);
+                    }
+                }
+                self.reap(id);
+            }
+        }
+    }
+
+    /// Runs every timer due at `now`: retransmissions, acks, keepalives, timeouts.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut closed = Vec::new();
+        for (&id, conn) in &mut self.connections {
+            conn.update_rates(now);
+            if conn.poll_timeout().is_some_and(|t| t <= now) {
+                conn.handle_timeout(now, &mut self.events);
+                enqueue(&mut self.transmit_queue, conn, id);
+            }
+            if conn.is_closed() {
+                closed.push(id);
+            }
+        }
+        for id in closed {
+            self.reap(id);
+        }
+    }
+
+    // ---- poll_* outputs ----
+
+    /// Writes the next datagram to send into `buf` (at least
+    /// [`transmit_buffer_size`](Self::transmit_buffer_size) bytes) and says where it goes.
+    /// Call until it returns `None`.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
+        if let Some((destination, reply, len)) = self.replies.pop_front() {
+            let size = len.min(buf.len());
+            buf[..size].copy_from_slice(&reply[..size]);
+            self.count_sent(size);
+            return Some(Transmit { destination, size });
+        }
+        while let Some(id) = self.transmit_queue.pop_front() {
+            let Some(conn) = self.connections.get_mut(&id) else {
+                continue;
+            };
+            let written = conn.poll_transmit(now, buf);
+            conn.drain_events(&mut self.events);
+            let destination = conn.remote();
+            match written {
+                Some(size) => {
+                    self.transmit_queue.push_front(id);
+                    self.stats.datagrams_sent += 1;
+                    self.stats.bytes_sent += size as u64;
+                    if conn.is_closed() {
+                        conn.queued = false;
+                        self.transmit_queue.pop_front();
+                        self.reap(id);
+                    }
+                    return Some(Transmit { destination, size });
+                }
+                None => {
+                    conn.queued = false;
+                    self.reap(id);
+                }
+            }
+        }
+        None
+    }
+
+    /// The next event for the application.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.connections
+            .values()
+            .filter_map(Connection::poll_timeout)
+            .min()
+    }
+
+    // ---- internals ----
+
+    fn insert(&mut self, role: Role, remote: SocketAddr, nonce: u64, now: Instant) -> ConnectionId {
+        let id = ConnectionId(self.next_id);
+        self.next_id += 1;
+        let mut conn = Connection::new(id, role, remote, nonce, &self.config, now);
+        enqueue(&mut self.transmit_queue, &mut conn, id);
+        self.connections.insert(id, conn);
+        self.by_addr.insert(remote, id);
+        if role == Role::Server {
+            self.incoming += 1;
+        }
+        self.stats.connections_opened += 1;
+        self.stats.connections_live = self.connections.len() as u64;
+        id
+    }
+
+    /// Removes a connection once it is fully closed.
+    fn reap(&mut self, id: ConnectionId) {
+        if !self.connections.get(&id).is_some_and(Connection::is_closed) {
+            return;
+        }
+        let Some(conn) = self.connections.remove(&id) else {
+            return;
+        };
+        if self.by_addr.get(&conn.remote()) == Some(&id) {
+            self.by_addr.remove(&conn.remote());
+        }
+        if conn.role() == Role::Server {
+            self.incoming -= 1;
+        }
+        self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    fn check_request(&mut self, request: &ConnectRequest) -> Result<(), RejectReason> {
+        if request.version != PROTOCOL_VERSION {
+            self.stats.dropped.version_mismatch += 1;
+            return Err(RejectReason::VersionMismatch);
+        }
+        if request.protocol_id != self.config.protocol_id {
+            self.stats.dropped.protocol_mismatch += 1;
+            return Err(RejectReason::ProtocolMismatch);
+        }
+        if request.fingerprint != self.fingerprint {
+            self.stats.dropped.channel_mismatch += 1;
+            return Err(RejectReason::ChannelMismatch);
+        }
+        Ok(())
+    }
+
+    fn handle_request(&mut self, now: Instant, from: SocketAddr, request: ConnectRequest) {
+        if !self.config.accept_incoming {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        if let Err(reason) = self.check_request(&request) {
+            self.reply(
+                from,
+                Handshake::Reject(Reject {
+                    nonce: request.nonce,
+                    reason: reason.code(),
+                }),
+            );
+            return;
+        }
+        if self.incoming >= self.config.max_connections && !self.by_addr.contains_key(&from) {
+            self.stats.dropped.server_full += 1;
+            let reason = RejectReason::ServerFull.code();
+            self.reply(
+                from,
+                Handshake::Reject(Reject {
+                    nonce: request.nonce,
+                    reason,
+                }),
+            );
+            return;
+        }
+        let cookie = self.cookies.issue(now, from, request.nonce, &mut self.rng);
+        self.reply(
+            from,
+            Handshake::Challenge(Challenge {
+                nonce: request.nonce,
+                cookie,
+            }),
+        );
+    }
+
+    fn handle_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request: ConnectRequest,
+        cookie: &crate::cookie::Cookie,
+    ) {
+        if !self.config.accept_incoming {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        match self
+            .cookies
+            .verify(now, from, request.nonce, cookie, &mut self.rng)
+        {
+            Ok(()) => {}
+            Err(CookieError::Invalid) => {
+                self.stats.dropped.cookie_invalid += 1;
+                return;
+            }
+            Err(CookieError::Expired) => {
+                self.stats.dropped.cookie_expired += 1;
+                return;
+            }
+        }
+        if let Err(reason) = self.check_request(&request) {
+            self.reply(
+                from,
+                Handshake::Reject(Reject {
+                    nonce: request.nonce,
+                    reason: reason.code(),
+                }),
+            );
+            return;
+        }
+        if let Some(&existing) = self.by_addr.get(&from) {
+            let same = self
+                .connections
+                .get(&existing)
+                .is_some_and(|c| c.nonce() == request.nonce);
+            if same {
+                // The accept was lost: say it again.
+                self.reply(
+                    from,
+                    Handshake::Accept {
+                        nonce: request.nonce,
+                    },
+                );
+                return;
+            }
+            // A new session from the same address (the client restarted): replace the old one.
+            if let Some(old) = self.connections.get_mut(&existing) {
+                old.abandon(DisconnectReason::Replaced, &mut self.events);
+            }
+            self.by_addr.remove(&from);
+            self.force_reap(existing);
+        }
+        if self.incoming >= self.config.max_connections {
+            self.stats.dropped.server_full += 1;
+            let reason = RejectReason::ServerFull.code();
+            self.reply(
+                from,
+                Handshake::Reject(Reject {
+                    nonce: request.nonce,
+                    reason,
+                }),
+            );
+            return;
+        }
+        let id = self.insert(Role::Server, from, request.nonce, now);
+        self.events.push_back(Event::Connected {
+            connection: id,
+            remote: from,
+        });
+        self.reply(
+            from,
+            Handshake::Accept {
+                nonce: request.nonce,
+            },
+        );
+    }
+
+    fn force_reap(&mut self, id: ConnectionId) {
+        if let Some(conn) = self.connections.remove(&id) {
+            if conn.role() == Role::Server {
+                self.incoming -= 1;
+            }
+        }
+        self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    fn reply(&mut self, to: SocketAddr, packet: Handshake) {
+        if self.replies.len() >= MAX_PENDING_REPLIES {
+            self.stats.dropped.reply_queue_full += 1;
+            return;
+        }
+        let mut buf = [0u8; MAX_REPLY_LEN];
+        if let Ok(len) = packet.encode(&mut buf) {
+            self.replies.push_back((to, buf, len));
+        }
+    }
+
+    fn count_sent(&mut self, size: usize) {
+        self.stats.datagrams_sent += 1;
+        self.stats.bytes_sent += size as u64;
+    }
+
+    /// Incoming datagrams dropped before reaching a connection, plus those each connection
+    /// dropped, summed.
+    pub fn total_dropped(&self) -> DropCounters {
+        let mut total = self.stats.dropped.clone();
+        for conn in self.connections.values() {
+            let stats = conn.stats();
+            add_counters(&mut total, &stats.dropped);
+        }
+        total
+    }
+}
+
+fn enqueue(queue: &mut VecDeque<ConnectionId>, conn: &mut Connection, id: ConnectionId) {
+    if !conn.queued {
+        conn.queued = true;
+        queue.push_back(id);
+    }
+}
+
+fn add_counters(total: &mut DropCounters, more: &DropCounters) {
+    total.malformed += more.malformed;
+    total.duplicate += more.duplicate;
+    total.too_old += more.too_old;
+    total.unknown_peer += more.unknown_peer;
+    total.unexpected += more.unexpected;
+    total.bogus_ack += more.bogus_ack;
+}
