@@ -105,8 +105,11 @@ pub struct ConnectionStats {
     pub packets_received: u64,
     /// Ack-eliciting packets acknowledged by the peer.
     pub packets_acked: u64,
-    /// Ack-eliciting packets declared lost.
+    /// Ack-eliciting packets declared lost (including those later found only late).
     pub packets_lost: u64,
+    /// Packets declared lost that were acknowledged afterwards: reordered, not lost. The
+    /// connection grows its reordering tolerance each time.
+    pub spurious_losses: u64,
     /// UDP payload bytes sent.
     pub bytes_sent: u64,
     /// UDP payload bytes received and accepted.

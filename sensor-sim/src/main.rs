@@ -1,1 +1,6 @@
-fn main() {}
+//! `sensor-sim`: not built yet; see the project's issues. Prints usage and exits.
+
+fn main() {
+    eprintln!("sensor-sim: not implemented yet. See README.md for what Tickwire offers today.");
+    std::process::exit(2);
+}

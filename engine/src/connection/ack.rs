@@ -12,8 +12,19 @@ pub(crate) const DEDUP_WINDOW: u64 = 1024;
 /// Packets acknowledged by the bitfield below the largest.
 pub(crate) const ACK_BITS: u64 = 32;
 
-/// Packets declared lost once this many later packets have been acknowledged.
+/// Packets declared lost once this many later packets have been acknowledged, at first; the
+/// threshold grows when a loss proves spurious (the packet was only reordered).
 pub(crate) const PACKET_THRESHOLD: u64 = 3;
+
+/// Ceiling of the adaptive reordering threshold.
+const MAX_PACKET_THRESHOLD: u64 = 256;
+
+/// Received packets awaiting an acknowledgement; beyond this the oldest go unreported (the
+/// sender then retransmits what they carried, which is safe).
+const MAX_UNREPORTED: usize = 4096;
+
+/// Lost packets are remembered this many packets back, to detect spurious losses.
+const SPURIOUS_MEMORY: u64 = 1024;
 
 /// Sent packets tracked; the oldest is declared lost beyond this.
 const MAX_TRACKED: usize = 8192;
@@ -30,16 +41,26 @@ pub(crate) enum Arrival {
 #[derive(Clone, Debug)]
 pub(crate) struct ReceivedPackets {
     largest: Option<u64>,
-    largest_at: Option<Instant>,
     bits: [u64; (DEDUP_WINDOW / 64) as usize],
+    /// Received and not yet covered by an acknowledgement we sent, with arrival times.
+    unreported: VecDeque<(u64, Instant)>,
+}
+
+/// One acknowledgement block: a packet number and the 32 before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AckBlock {
+    pub(crate) largest: u64,
+    pub(crate) bits: u32,
+    /// When `largest` arrived.
+    pub(crate) arrived: Instant,
 }
 
 impl ReceivedPackets {
     pub(crate) fn new() -> Self {
         Self {
             largest: None,
-            largest_at: None,
             bits: [0; (DEDUP_WINDOW / 64) as usize],
+            unreported: VecDeque::new(),
         }
     }
 
@@ -48,12 +69,23 @@ impl ReceivedPackets {
         self.largest.map_or(0, |largest| largest + 1)
     }
 
-    pub(crate) fn largest(&self) -> Option<u64> {
-        self.largest
+    /// Whether some received packet has not been acknowledged yet.
+    pub(crate) fn has_unreported(&self) -> bool {
+        !self.unreported.is_empty()
     }
 
-    pub(crate) fn largest_at(&self) -> Option<Instant> {
-        self.largest_at
+    /// The next acknowledgement block to send: anchored at the highest unreported packet, and
+    /// marking every packet it covers as reported.
+    pub(crate) fn next_block(&mut self) -> Option<AckBlock> {
+        let &(largest, arrived) = self.unreported.iter().max_by_key(|(pn, _)| *pn)?;
+        let lowest = largest.saturating_sub(ACK_BITS);
+        self.unreported
+            .retain(|&(pn, _)| pn < lowest || pn > largest);
+        Some(AckBlock {
+            largest,
+            bits: self.bits_below(largest),
+            arrived,
+        })
     }
 
     pub(crate) fn check(&self, pn: u64) -> Arrival {
@@ -72,7 +104,8 @@ impl ReceivedPackets {
     }
 
     /// Records `pn`; returns whether it arrived in order (one past the previous largest).
-    pub(crate) fn insert(&mut self, pn: u64, now: Instant) -> bool {
+    /// Only ack-eliciting packets wait for an acknowledgement; the others are just remembered.
+    pub(crate) fn insert(&mut self, pn: u64, now: Instant, eliciting: bool) -> bool {
         let in_order = match self.largest {
             None => true,
             Some(largest) if pn > largest => {
@@ -90,23 +123,28 @@ impl ReceivedPackets {
         };
         if self.largest.is_none_or(|largest| pn > largest) {
             self.largest = Some(pn);
-            self.largest_at = Some(now);
         }
         self.set_bit(pn, true);
+        if eliciting {
+            if self.unreported.len() == MAX_UNREPORTED {
+                self.unreported.pop_front();
+            }
+            self.unreported.push_back((pn, now));
+        }
         in_order
     }
 
-    /// Bit `i` set: `largest - 1 - i` was received.
-    pub(crate) fn ack_bits(&self) -> u32 {
+    /// Bit `i` set: `anchor - 1 - i` was received (as far as the dedup window still knows).
+    fn bits_below(&self, anchor: u64) -> u32 {
         let Some(largest) = self.largest else {
             return 0;
         };
         let mut bits = 0u32;
         for i in 0..ACK_BITS {
-            let Some(pn) = largest.checked_sub(i + 1) else {
+            let Some(pn) = anchor.checked_sub(i + 1) else {
                 break;
             };
-            if self.bit(pn) {
+            if largest - pn < DEDUP_WINDOW && self.bit(pn) {
                 bits |= 1 << i;
             }
         }
@@ -152,6 +190,12 @@ pub(crate) struct SentPackets {
     packets: VecDeque<SentPacket>,
     pool: Vec<Vec<SentRecord>>,
     largest_acked: Option<u64>,
+    /// Every packet below this one is settled (acknowledged, lost, or not ack-eliciting).
+    scan_from: u64,
+    /// Packets behind the largest acknowledged before one is declared lost; adapts upward.
+    threshold: u64,
+    /// Losses later disproved by an acknowledgement.
+    spurious: u64,
 }
 
 /// A packet whose fate was just decided.
@@ -169,6 +213,9 @@ impl SentPackets {
             packets: VecDeque::new(),
             pool: Vec::new(),
             largest_acked: None,
+            scan_from: 0,
+            threshold: PACKET_THRESHOLD,
+            spurious: 0,
         }
     }
 
@@ -224,6 +271,16 @@ impl SentPackets {
         if self.largest_acked.is_none_or(|largest| pn > largest) {
             self.largest_acked = Some(pn);
         }
+        if packet.fate == Fate::Lost {
+            // Only reordered: be more patient from now on.
+            packet.fate = Fate::Acked;
+            self.spurious += 1;
+            if let Some(largest) = self.largest_acked {
+                let distance = largest.saturating_sub(pn) + 1;
+                self.threshold = self.threshold.max(distance).min(MAX_PACKET_THRESHOLD);
+            }
+            return false;
+        }
         if packet.fate != Fate::InFlight {
             return false;
         }
@@ -248,14 +305,15 @@ impl SentPackets {
         settled: &mut Vec<Settled>,
     ) {
         let largest = self.largest_acked;
-        for (index, packet) in self.packets.iter_mut().enumerate() {
+        let skip = self.scan_from.saturating_sub(self.first) as usize;
+        for (index, packet) in self.packets.iter_mut().enumerate().skip(skip) {
             let pn = self.first + index as u64;
             if packet.fate != Fate::InFlight || !packet.eliciting {
                 continue;
             }
             let behind = largest.is_some_and(|largest| pn < largest);
             let lost = (behind
-                && (largest.is_some_and(|l| l - pn >= PACKET_THRESHOLD)
+                && (largest.is_some_and(|l| l - pn >= self.threshold)
                     || packet.time <= sent_before))
                 || expired_before.is_some_and(|t| packet.time <= t);
             if !lost {
@@ -274,12 +332,19 @@ impl SentPackets {
         self.trim();
     }
 
+    /// Losses later disproved by an acknowledgement.
+    pub(crate) fn spurious_losses(&self) -> u64 {
+        self.spurious
+    }
+
     /// The earliest in-flight ack-eliciting packet's send time and whether it is below the
     /// largest acknowledged (subject to the time threshold).
     pub(crate) fn oldest_in_flight(&self) -> Option<(Instant, bool)> {
+        let skip = self.scan_from.saturating_sub(self.first) as usize;
         self.packets
             .iter()
             .enumerate()
+            .skip(skip)
             .find(|(_, p)| p.fate == Fate::InFlight && p.eliciting)
             .map(|(index, p)| {
                 let pn = self.first + index as u64;
@@ -287,9 +352,24 @@ impl SentPackets {
             })
     }
 
+    /// Drops settled packets from the front. Lost ones stay for [`SPURIOUS_MEMORY`] packets,
+    /// so that a late acknowledgement can still prove the loss spurious.
     fn trim(&mut self) {
+        let next = self.next();
+        self.scan_from = self.scan_from.max(self.first);
+        while let Some(packet) = self.get(self.scan_from) {
+            if packet.fate == Fate::InFlight && packet.eliciting {
+                break;
+            }
+            self.scan_from += 1;
+        }
         while let Some(front) = self.packets.front() {
-            if front.fate == Fate::InFlight && front.eliciting {
+            let keep = match front.fate {
+                Fate::InFlight => front.eliciting,
+                Fate::Lost => next - self.first <= SPURIOUS_MEMORY,
+                Fate::Acked => false,
+            };
+            if keep {
                 break;
             }
             if let Some(packet) = self.packets.pop_front() {
@@ -309,13 +389,15 @@ mod tests {
         let now = Instant::now();
         let mut received = ReceivedPackets::new();
         assert_eq!(received.check(0), Arrival::New);
-        assert!(received.insert(0, now));
-        assert!(received.insert(1, now));
-        assert!(!received.insert(3, now));
+        assert!(received.insert(0, now, true));
+        assert!(received.insert(1, now, true));
+        assert!(!received.insert(3, now, true));
         assert_eq!(received.check(1), Arrival::Duplicate);
         assert_eq!(received.check(2), Arrival::New);
-        assert_eq!(received.ack_bits() & 0b111, 0b110);
-        received.insert(3 + DEDUP_WINDOW, now);
+        let block = received.next_block().unwrap();
+        assert_eq!((block.largest, block.bits & 0b111), (3, 0b110));
+        assert!(!received.has_unreported());
+        received.insert(3 + DEDUP_WINDOW, now, true);
         assert_eq!(received.check(3), Arrival::TooOld);
         assert_eq!(received.check(4), Arrival::New);
     }

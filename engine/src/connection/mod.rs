@@ -88,8 +88,7 @@ pub(crate) struct Connection {
     sent: SentPackets,
     rtt: RttEstimator,
     budget: ReassemblyBudget,
-    /// Packets received since the last ack was sent, and whether any of them needs one.
-    ack_pending: bool,
+    /// Ack-eliciting packets received since the last ack was sent.
     unacked_eliciting: u32,
     ack_deadline: Option<Instant>,
     last_received: Instant,
@@ -162,7 +161,6 @@ impl Connection {
             sent: SentPackets::new(),
             rtt: RttEstimator::new(config.initial_rtt),
             budget: ReassemblyBudget::new(config.max_reassembly_bytes),
-            ack_pending: false,
             unacked_eliciting: 0,
             ack_deadline: None,
             last_received: now,
@@ -360,7 +358,7 @@ impl Connection {
             return;
         }
         let acked = match header.ack {
-            Some(ack) => match self.ack_range(ack) {
+            Some(ack) => match ack_range(&self.sent, ack.largest) {
                 Some(range) => Some(range),
                 None => {
                     self.stats.dropped.bogus_ack += 1;
@@ -369,21 +367,33 @@ impl Connection {
             },
             None => None,
         };
-        let in_order = self.received.insert(pn, now);
+        let eliciting = FrameReader::new(&datagram, offset, &self.recv_kinds)
+            .flatten()
+            .any(|frame| !matches!(frame, Frame::Ack { .. }));
+        let in_order = self.received.insert(pn, now, eliciting);
         self.last_received = now;
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         self.recv_rate.record(now, datagram.len() as u64);
 
         if let (Some(ack), Some(largest)) = (header.ack, acked) {
-            self.on_ack(now, ack, largest, events);
+            self.on_ack(now, ack, largest);
+        }
+        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
+            if let Frame::Ack { largest, bits } = frame {
+                if let Some(largest) = ack_range(&self.sent, largest) {
+                    self.sent.ack(largest, &mut self.settled);
+                    ack_bits(&mut self.sent, &mut self.settled, largest, bits);
+                }
+            }
+        }
+        if acked.is_some() {
+            self.detect_lost(now, events);
         }
 
-        let mut eliciting = false;
         for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
-            eliciting = true;
             let (channel, incoming) = match frame {
-                Frame::Control(ControlKind::Ping) => continue,
+                Frame::Control(ControlKind::Ping) | Frame::Ack { .. } => continue,
                 Frame::Message {
                     channel,
                     id,
@@ -424,7 +434,6 @@ impl Connection {
         }
         self.flush_channel_events(events);
 
-        self.ack_pending = true;
         if eliciting {
             self.unacked_eliciting += 1;
             if !in_order || self.unacked_eliciting >= self.config.ack_frequency {
@@ -585,7 +594,7 @@ impl Connection {
     }
 
     fn build_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let ack_due = self.ack_pending && self.ack_deadline.is_some_and(|t| t <= now);
+        let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
         let has_data = self.ping_due || self.send.iter().any(SendChannel::has_pending);
         if !ack_due && !has_data {
             return None;
@@ -593,26 +602,20 @@ impl Connection {
         let budget = self.config.payload_budget.min(buf.len());
         let mut writer = Writer::new(buf.get_mut(..budget)?);
         let pn = self.sent.next();
-        let ack = if self.ack_pending {
-            self.received.largest().map(|largest| {
-                let delay = self
-                    .received
-                    .largest_at()
-                    .map_or(0, |at| now.saturating_duration_since(at).as_micros() as u64)
-                    / crate::wire::ACK_DELAY_UNIT_MICROS;
-                AckHeader {
-                    largest: truncate(largest),
-                    bits: self.received.ack_bits(),
-                    delay: if delay < MIN_ACK_DELAY_UNITS {
-                        0
-                    } else {
-                        delay.min(MAX_ACK_DELAY_UNITS)
-                    },
-                }
-            })
-        } else {
-            None
-        };
+        // From here on the packet is sent: taking ack blocks marks packets as reported.
+        let ack = self.received.next_block().map(|block| {
+            let delay = now.saturating_duration_since(block.arrived).as_micros() as u64
+                / crate::wire::ACK_DELAY_UNIT_MICROS;
+            AckHeader {
+                largest: truncate(block.largest),
+                bits: block.bits,
+                delay: if delay < MIN_ACK_DELAY_UNITS {
+                    0
+                } else {
+                    delay.min(MAX_ACK_DELAY_UNITS)
+                },
+            }
+        });
         let header = DataHeader {
             packet_number: truncate(pn),
             ack,
@@ -620,10 +623,8 @@ impl Connection {
         header.encode(&mut writer).ok()?;
         let mut frames = FrameWriter::new();
         let mut records = self.sent.take_records();
-        if self.ping_due {
-            if frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
-                self.ping_due = false;
-            }
+        if self.ping_due && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
+            self.ping_due = false;
         }
         let channels = self.send.len();
         for step in 0..channels {
@@ -643,15 +644,28 @@ impl Connection {
         if channels > 0 {
             self.next_channel = (self.next_channel + 1) % channels;
         }
+        frames.finish(&mut writer);
+        // Packets the header's block did not cover go in extra ack frames while they fit.
+        while self.received.has_unreported() && writer.remaining() >= FrameWriter::ACK_FRAME_LEN {
+            let Some(block) = self.received.next_block() else {
+                break;
+            };
+            if frames
+                .write_ack(&mut writer, truncate(block.largest), block.bits)
+                .is_err()
+            {
+                break;
+            }
+        }
         let eliciting = frames.count() > 0;
-        if !eliciting && !(ack_due && ack.is_some()) {
+        if !eliciting && ack.is_none() {
             self.sent.recycle(records);
             return None;
         }
-        frames.finish(&mut writer);
         let len = writer.position();
-        if ack.is_some() {
-            self.ack_pending = false;
+        if self.received.has_unreported() {
+            self.ack_deadline = Some(now);
+        } else {
             self.unacked_eliciting = 0;
             self.ack_deadline = None;
         }
@@ -683,6 +697,7 @@ impl Connection {
         stats.min_rtt = self.rtt.min();
         stats.latest_rtt = self.rtt.latest();
         stats.reassembly_bytes = self.budget.used;
+        stats.spurious_losses = self.sent.spurious_losses();
         stats.send_channels = self.send.iter().map(|c| c.stats().clone()).collect();
         stats.recv_channels = self.recv.iter().map(|c| c.stats().clone()).collect();
         stats
@@ -713,14 +728,7 @@ impl Connection {
         self.rto() * 2
     }
 
-    /// The full packet number of the ack's largest, or `None` if it names a packet never sent.
-    fn ack_range(&self, ack: AckHeader) -> Option<u64> {
-        let next = self.sent.next();
-        let largest = extend(next, ack.largest);
-        (largest < next).then_some(largest)
-    }
-
-    fn on_ack(&mut self, now: Instant, ack: AckHeader, largest: u64, events: &mut VecDeque<Event>) {
+    fn on_ack(&mut self, now: Instant, ack: AckHeader, largest: u64) {
         let newly_largest = self.sent.ack(largest, &mut self.settled);
         if newly_largest {
             if let Some(packet) = self.sent.get(largest) {
@@ -734,16 +742,7 @@ impl Connection {
                 }
             }
         }
-        for i in 0..32u64 {
-            if ack.bits & (1 << i) == 0 {
-                continue;
-            }
-            let Some(pn) = largest.checked_sub(i + 1) else {
-                break;
-            };
-            self.sent.ack(pn, &mut self.settled);
-        }
-        self.detect_lost(now, events);
+        ack_bits(&mut self.sent, &mut self.settled, largest, ack.bits);
     }
 
     fn detect_lost(&mut self, now: Instant, events: &mut VecDeque<Event>) {
@@ -815,6 +814,26 @@ impl Connection {
             DisconnectReason::ProtocolViolation(violation),
             events,
         );
+    }
+}
+
+/// The full packet number of an ack's largest, or `None` if it names a packet never sent.
+fn ack_range(sent: &SentPackets, wire_largest: u16) -> Option<u64> {
+    let next = sent.next();
+    let largest = extend(next, wire_largest);
+    (largest < next).then_some(largest)
+}
+
+/// Acknowledges the 32 packets below `largest` whose bits are set.
+fn ack_bits(sent: &mut SentPackets, settled: &mut Vec<Settled>, largest: u64, bits: u32) {
+    for i in 0..32u64 {
+        if bits & (1 << i) == 0 {
+            continue;
+        }
+        let Some(pn) = largest.checked_sub(i + 1) else {
+            break;
+        };
+        sent.ack(pn, settled);
     }
 }
 

@@ -77,9 +77,13 @@ impl RttEstimator {
         rto.clamp(floor, ceiling)
     }
 
-    /// How long after a later packet was acknowledged an earlier one is declared lost.
+    /// How long after sending an earlier packet, once a later one was acknowledged, it is
+    /// declared lost: 9/8 of the RTT (RFC 9002), stretched by the variation on jittery paths,
+    /// where packets overtake each other.
     pub(crate) fn loss_delay(&self) -> Duration {
-        (self.smoothed().max(self.latest) * 9 / 8).max(Duration::from_millis(1))
+        let base = self.smoothed().max(self.latest) * 9 / 8;
+        base.max(self.smoothed() + self.var * 4)
+            .max(Duration::from_millis(1))
     }
 }
 

@@ -44,6 +44,11 @@ pub(crate) enum Frame {
         payload: Range<usize>,
     },
     Control(ControlKind),
+    /// An extra acknowledgement block: `largest` and the 32 packets below it, like the header's.
+    Ack {
+        largest: u16,
+        bits: u32,
+    },
 }
 
 /// What a frame carries, for the writer.
@@ -91,6 +96,10 @@ impl<'a, 'k> FrameReader<'a, 'k> {
             }
             return match low {
                 0 => Ok(Frame::Control(ControlKind::Ping)),
+                1 => Ok(Frame::Ack {
+                    largest: self.reader.u16()?,
+                    bits: self.reader.u32()?,
+                }),
                 _ => Err(DecodeError::UnknownFrame),
             };
         }
@@ -167,6 +176,7 @@ impl Iterator for FrameReader<'_, '_> {
 pub(crate) struct FrameWriter {
     /// Position of the last frame's first byte, of its length varint, and the varint's size.
     last: Option<(usize, usize, usize)>,
+    /// Ack-eliciting frames written (all but ack frames).
     count: usize,
 }
 
@@ -178,7 +188,7 @@ impl FrameWriter {
         }
     }
 
-    /// Frames written so far.
+    /// Ack-eliciting frames written so far.
     pub(crate) fn count(&self) -> usize {
         self.count
     }
@@ -267,14 +277,35 @@ impl FrameWriter {
         Ok(())
     }
 
+    /// Bytes of an ack frame.
+    pub(crate) const ACK_FRAME_LEN: usize = 7;
+
+    /// Writes an extra acknowledgement block. Not ack-eliciting.
+    pub(crate) fn write_ack(
+        &mut self,
+        writer: &mut Writer<'_>,
+        largest: u16,
+        bits: u32,
+    ) -> Result<(), BufferTooSmall> {
+        if writer.remaining() < Self::ACK_FRAME_LEN {
+            return Err(BufferTooSmall);
+        }
+        writer.u8(TYPE_CONTROL << 6 | 1)?;
+        writer.u16(largest)?;
+        writer.u32(bits)?;
+        self.last = None;
+        Ok(())
+    }
+
     /// Drops the explicit length of the last frame, which then runs to the end of the packet.
-    pub(crate) fn finish(self, writer: &mut Writer<'_>) {
+    pub(crate) fn finish(&mut self, writer: &mut Writer<'_>) {
         if let Some((start, len_pos, len_size)) = self.last {
             if len_pos + len_size > writer.position() {
                 return;
             }
             writer.buffer_mut()[start] &= !FLAG_LENGTH;
             writer.remove(len_pos, len_size);
+            self.last = None;
         }
     }
 }
@@ -301,6 +332,7 @@ mod tests {
         frames
             .write_control(&mut writer, ControlKind::Ping)
             .unwrap();
+        frames.write_ack(&mut writer, 700, 0xffff_0000).unwrap();
         let body = FrameBody::Fragment {
             id: 9,
             index: 1,
@@ -321,10 +353,17 @@ mod tests {
     fn frames_round_trip_with_implicit_last_length() {
         let mut buf = [0u8; 64];
         let len = write_sample(&mut buf);
-        let frames: Vec<_> = FrameReader::new(&buf[..len], 0, &KINDS)
+        let mut frames: Vec<_> = FrameReader::new(&buf[..len], 0, &KINDS)
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(frames.len(), 4);
+        assert_eq!(frames.len(), 5);
+        assert_eq!(
+            frames.remove(2),
+            Frame::Ack {
+                largest: 700,
+                bits: 0xffff_0000
+            }
+        );
         assert!(
             matches!(&frames[0], Frame::Message { channel: 0, id: 0, payload } if &buf[payload.clone()] == b"hello")
         );
@@ -336,7 +375,7 @@ mod tests {
             matches!(&frames[3], Frame::Message { channel: 1, id: 513, payload } if &buf[payload.clone()] == b"last")
         );
         // 1 + 1 + 5 | 1 | 1 + 2 + 1 + 1 + 1 + 4 | 1 + 2 + 4 (no length)
-        assert_eq!(len, 7 + 1 + 10 + 7);
+        assert_eq!(len, 7 + 1 + 7 + 10 + 7);
     }
 
     #[test]
