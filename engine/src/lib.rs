@@ -44,12 +44,15 @@ mod channel;
 mod config;
 mod connection;
 mod cookie;
+mod driver;
 mod endpoint;
 mod error;
 mod fragment;
 mod seq;
 pub mod sim;
 mod stats;
+#[cfg(feature = "serde")]
+pub mod typed;
 mod wire;
 
 use std::fmt;
@@ -61,6 +64,11 @@ pub use config::{
     ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, ConfigError, MAX_DATAGRAM_SIZE,
     MAX_MESSAGE_SIZE, MIN_PAYLOAD_BUDGET,
 };
+pub use driver::{
+    BindError, ClientError, ClientSetupError, DriverConfig, DriverConfigError, PolledEndpoint,
+};
+#[cfg(feature = "tokio")]
+pub use driver::{Client, Server};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError, Violation};
 pub use fragment::FragmentError;

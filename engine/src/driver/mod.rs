@@ -1,0 +1,200 @@
+//! Drivers: thin layers that own a UDP socket and a clock and drive an [`Endpoint`].
+//!
+//! - [`Server`] and [`Client`] (feature `tokio`, on by default): an async driver on a tokio
+//!   UDP socket, with a background task per socket.
+//! - [`PolledEndpoint`]: no async, no threads: a non-blocking std socket the application polls
+//!   once per frame from its own game loop.
+//!
+//! Both can pass every datagram through a [`LinkConditioner`](crate::sim::LinkConditioner) in
+//! each direction ([`DriverConfig::link`]), to run a real application as if over a bad network.
+//!
+//! [`Endpoint`]: crate::Endpoint
+
+mod conditioner;
+mod polled;
+#[cfg(feature = "tokio")]
+mod udp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::sim::{LinkConfig, LinkConfigError};
+use crate::{Config, ConfigError, DisconnectReason, RejectReason};
+
+pub use polled::{ClientSetupError, PolledEndpoint};
+#[cfg(feature = "tokio")]
+pub use udp::{Client, Server};
+
+/// Configuration of a driver: the endpoint's, plus what concerns the socket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriverConfig {
+    /// The protocol endpoint's configuration. [`Server`] forces `accept_incoming` on,
+    /// [`Client`] off.
+    pub endpoint: Config,
+    /// Simulated network conditions applied to every datagram, independently in each direction
+    /// (so a one-way latency of 50 ms here adds 100 ms of RTT). `None`: the network as it is.
+    pub link: Option<LinkConfig>,
+    /// Seed of the simulated link's randomness. Default 0.
+    pub link_seed: u64,
+    /// Kernel send and receive buffer sizes requested for the socket, in bytes. Default 4 MiB;
+    /// the kernel may grant less (see `net.core.rmem_max`).
+    pub socket_buffer_bytes: usize,
+}
+
+impl DriverConfig {
+    /// Defaults for a server.
+    pub fn server() -> Self {
+        Self {
+            endpoint: Config::server(),
+            ..Self::default()
+        }
+    }
+
+    /// Defaults for a client.
+    pub fn client() -> Self {
+        Self::default()
+    }
+
+    /// Checks the endpoint and link configuration.
+    pub fn validate(&self) -> Result<(), DriverConfigError> {
+        self.endpoint.validate()?;
+        if let Some(link) = &self.link {
+            link.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: Config::client(),
+            link: None,
+            link_seed: 0,
+            socket_buffer_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// A [`DriverConfig`] was refused.
+#[derive(Clone, Debug, Error, PartialEq)]
+pub enum DriverConfigError {
+    /// The endpoint configuration is invalid.
+    #[error("invalid endpoint configuration: {0}")]
+    Endpoint(#[from] ConfigError),
+    /// The simulated link configuration is invalid.
+    #[error("invalid simulated link: {0}")]
+    Link(#[from] LinkConfigError),
+}
+
+/// A socket could not be opened.
+#[derive(Debug, Error)]
+pub enum BindError {
+    /// Another program (or another Tickwire server) already uses this port.
+    #[error("port {} is already in use on {}: stop the other program or choose another port", .0.port(), .0.ip())]
+    AddrInUse(SocketAddr),
+    /// The address is not one of this machine's.
+    #[error(
+        "{0} is not an address of this machine: bind to 0.0.0.0, [::] or a local interface address"
+    )]
+    AddrNotAvailable(SocketAddr),
+    /// Not allowed to bind there (ports below 1024 need privileges).
+    #[error("not allowed to bind {0}: ports below 1024 need privileges; choose a port above 1024")]
+    PermissionDenied(SocketAddr),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] DriverConfigError),
+    /// Any other I/O error.
+    #[error("could not open a UDP socket on {addr}: {source}")]
+    Io {
+        /// The address.
+        addr: SocketAddr,
+        /// The operating system's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl BindError {
+    fn from_io(addr: SocketAddr, source: io::Error) -> Self {
+        match source.kind() {
+            io::ErrorKind::AddrInUse => Self::AddrInUse(addr),
+            io::ErrorKind::AddrNotAvailable => Self::AddrNotAvailable(addr),
+            io::ErrorKind::PermissionDenied => Self::PermissionDenied(addr),
+            _ => Self::Io { addr, source },
+        }
+    }
+}
+
+/// A client could not connect.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The local socket could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// The server address is not usable.
+    #[error(transparent)]
+    Connect(#[from] crate::ConnectError),
+    /// The server did not answer within the handshake timeout.
+    #[error("no answer from {server} after {:.1} s: is the server running, and are the address and port right? (a firewall may also drop UDP)", .after.as_secs_f64())]
+    Timeout {
+        /// The server's address.
+        server: SocketAddr,
+        /// How long the client tried.
+        after: Duration,
+    },
+    /// The server refused the connection.
+    #[error("{server} refused the connection: {reason}")]
+    Rejected {
+        /// The server's address.
+        server: SocketAddr,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// The connection ended during the handshake for another reason.
+    #[error("connection to {server} failed: {reason}")]
+    Failed {
+        /// The server's address.
+        server: SocketAddr,
+        /// Why.
+        reason: DisconnectReason,
+    },
+}
+
+/// Opens a non-blocking UDP socket with the requested buffer sizes, mapping errors to
+/// actionable ones.
+fn open_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<std::net::UdpSocket, BindError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
+        .map_err(|e| BindError::from_io(addr, e))?;
+    // Buffer sizes are a request; the kernel caps them and that is fine.
+    let _ = socket.set_recv_buffer_size(buffer_bytes);
+    let _ = socket.set_send_buffer_size(buffer_bytes);
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket
+        .bind(&addr.into())
+        .map_err(|e| BindError::from_io(addr, e))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| BindError::from_io(addr, e))?;
+    Ok(socket.into())
+}
+
+/// The wildcard address of the same family as `server`, for a client socket.
+fn client_bind_addr(server: SocketAddr) -> SocketAddr {
+    if server.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    }
+}

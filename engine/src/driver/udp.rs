@@ -1,0 +1,559 @@
+//! The tokio driver: a background task owns the UDP socket and drives the endpoint.
+//!
+//! The endpoint sits behind a mutex shared by the task and the application's handle; every
+//! critical section is short (queue a message, handle a batch of datagrams, flush). The task
+//! sleeps until a datagram arrives, the endpoint's next deadline passes, or the application
+//! queues something.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::net::UdpSocket;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::conditioner::Conditioner;
+use super::polled::is_transient;
+use super::{client_bind_addr, open_socket, BindError, ClientError, DriverConfig};
+use crate::sim::LinkConfig;
+use crate::sim::LinkConfigError;
+use crate::{
+    ChannelId, ConnectionId, ConnectionStats, DisconnectReason, Endpoint, EndpointStats, Event,
+    MessageId, SendError,
+};
+
+/// Datagrams read per batch before they are handed to the endpoint under one lock.
+const READ_BATCH: usize = 64;
+/// Receive buffer chunk; datagrams are split off it as zero-copy `Bytes`.
+const RECV_CHUNK: usize = 256 * 1024;
+/// Longest a shutdown waits for goodbye packets to leave.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+struct State {
+    endpoint: Endpoint,
+    conditioner: Option<Conditioner>,
+    /// Shutdown requested: stop once every connection is gone (or after the grace period).
+    stop_at: Option<Instant>,
+    /// The task has ended.
+    stopped: bool,
+    /// The fatal socket error that ended the task, if any.
+    error: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake_driver: Notify,
+    wake_app: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The part common to [`Server`] and [`Client`]: the shared state and the task.
+struct Driver {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Driver {
+    fn start(config: DriverConfig, addr: SocketAddr) -> Result<Self, BindError> {
+        config.validate()?;
+        let std_socket = open_socket(addr, config.socket_buffer_bytes)?;
+        let local_addr = std_socket
+            .local_addr()
+            .map_err(|e| BindError::from_io(addr, e))?;
+        let socket = UdpSocket::from_std(std_socket).map_err(|e| BindError::from_io(addr, e))?;
+        let conditioner = match &config.link {
+            Some(link) => Some(
+                Conditioner::new(link, config.link_seed)
+                    .map_err(|e| BindError::Config(e.into()))?,
+            ),
+            None => None,
+        };
+        let endpoint = Endpoint::new(config.endpoint, Instant::now())
+            .map_err(|e| BindError::Config(e.into()))?;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                endpoint,
+                conditioner,
+                stop_at: None,
+                stopped: false,
+                error: None,
+            }),
+            wake_driver: Notify::new(),
+            wake_app: Notify::new(),
+        });
+        let task = tokio::spawn(drive(Arc::clone(&shared), socket));
+        Ok(Self {
+            shared,
+            local_addr,
+            task: Some(task),
+        })
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Endpoint) -> R) -> R {
+        let result = f(&mut self.shared.lock().endpoint);
+        self.shared.wake_driver.notify_one();
+        result
+    }
+
+    fn send(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        self.with(|endpoint| endpoint.send(connection, channel, data))
+    }
+
+    fn try_event(&self) -> Option<Event> {
+        self.shared.lock().endpoint.poll_event()
+    }
+
+    async fn next_event(&self) -> Option<Event> {
+        loop {
+            let notified = self.shared.wake_app.notified();
+            {
+                let mut state = self.shared.lock();
+                if let Some(event) = state.endpoint.poll_event() {
+                    return Some(event);
+                }
+                if state.stopped {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn set_link(&self, link: Option<&LinkConfig>, seed: u64) -> Result<(), LinkConfigError> {
+        let mut state = self.shared.lock();
+        match (link, &mut state.conditioner) {
+            (Some(link), Some(conditioner)) => conditioner.set_config(link)?,
+            (Some(link), None) => state.conditioner = Some(Conditioner::new(link, seed)?),
+            (None, conditioner) => *conditioner = None,
+        }
+        drop(state);
+        self.shared.wake_driver.notify_one();
+        Ok(())
+    }
+
+    async fn stop(&mut self, close: impl FnOnce(&mut Endpoint, Instant)) {
+        {
+            let mut state = self.shared.lock();
+            let now = Instant::now();
+            close(&mut state.endpoint, now);
+            state.stop_at = Some(now + SHUTDOWN_GRACE);
+        }
+        self.shared.wake_driver.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The driver task.
+async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
+    let mut send_buf = vec![0u8; Endpoint::MAX_DATAGRAM];
+    let mut recv_buf = BytesMut::with_capacity(RECV_CHUNK);
+    let mut batch: Vec<(SocketAddr, Bytes)> = Vec::with_capacity(READ_BATCH);
+    // A datagram the socket refused for now (send buffer full), sent when writable.
+    let mut pending: Option<(SocketAddr, Vec<u8>)> = None;
+    let error = loop {
+        let deadline = {
+            let mut state = shared.lock();
+            let now = Instant::now();
+            if pending.is_none() {
+                if let Err(e) = flush(&mut state, &socket, now, &mut send_buf, &mut pending) {
+                    break Some(e);
+                }
+            }
+            shared.wake_app.notify_one();
+            if let Some(stop_at) = state.stop_at {
+                if state.endpoint.connection_count() == 0 || now >= stop_at {
+                    break None;
+                }
+            }
+            let link = state
+                .conditioner
+                .as_ref()
+                .and_then(Conditioner::next_delivery);
+            [state.endpoint.poll_timeout(), link, state.stop_at]
+                .into_iter()
+                .flatten()
+                .min()
+        };
+        let sleep = async {
+            match deadline {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            result = socket.writable(), if pending.is_some() => {
+                if let Err(e) = result {
+                    break Some(e.to_string());
+                }
+                if let Some((to, datagram)) = pending.take() {
+                    match socket.try_send_to(&datagram, to) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => pending = Some((to, datagram)),
+                        Err(e) if is_transient(&e) => {}
+                        Err(e) => break Some(e.to_string()),
+                    }
+                }
+            }
+            result = socket.readable() => {
+                if let Err(e) = result {
+                    break Some(e.to_string());
+                }
+                if let Err(e) = read_batch(&socket, &mut recv_buf, &mut batch) {
+                    break Some(e.to_string());
+                }
+                let mut state = shared.lock();
+                let now = Instant::now();
+                for (from, datagram) in batch.drain(..) {
+                    match &mut state.conditioner {
+                        Some(conditioner) => conditioner.receive(now, from, datagram),
+                        None => state.endpoint.handle_datagram(now, from, datagram),
+                    }
+                }
+            }
+            () = shared.wake_driver.notified() => {}
+            () = sleep => {
+                let mut state = shared.lock();
+                let now = Instant::now();
+                if state.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                    state.endpoint.handle_timeout(now);
+                }
+            }
+        }
+    };
+    let mut state = shared.lock();
+    state.stopped = true;
+    state.error = error;
+    drop(state);
+    shared.wake_app.notify_one();
+}
+
+/// Reads up to a batch of datagrams without blocking.
+fn read_batch(
+    socket: &UdpSocket,
+    buf: &mut BytesMut,
+    batch: &mut Vec<(SocketAddr, Bytes)>,
+) -> io::Result<()> {
+    while batch.len() < READ_BATCH {
+        if buf.capacity() - buf.len() < 65_536 {
+            *buf = BytesMut::with_capacity(RECV_CHUNK);
+        }
+        match socket.try_recv_buf_from(buf) {
+            Ok((_, from)) => batch.push((from, buf.split().freeze())),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if is_transient(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Hands due conditioned datagrams to the endpoint and sends everything the endpoint has.
+fn flush(
+    state: &mut State,
+    socket: &UdpSocket,
+    now: Instant,
+    buf: &mut [u8],
+    pending: &mut Option<(SocketAddr, Vec<u8>)>,
+) -> Result<(), String> {
+    let State {
+        endpoint,
+        conditioner,
+        ..
+    } = state;
+    if let Some(conditioner) = conditioner.as_mut() {
+        while let Some((from, datagram)) = conditioner.poll_incoming(now) {
+            endpoint.handle_datagram(now, from, datagram);
+        }
+    }
+    if endpoint.poll_timeout().is_some_and(|t| t <= now) {
+        endpoint.handle_timeout(now);
+    }
+    while let Some(transmit) = endpoint.poll_transmit(now, buf) {
+        let datagram = &buf[..transmit.size];
+        if let Some(conditioner) = conditioner.as_mut() {
+            conditioner.send(now, transmit.destination, Bytes::copy_from_slice(datagram));
+            continue;
+        }
+        if !send(socket, datagram, transmit.destination, pending)? {
+            return Ok(());
+        }
+    }
+    if let Some(conditioner) = conditioner.as_mut() {
+        while let Some((to, datagram)) = conditioner.poll_outgoing(now) {
+            if !send(socket, &datagram, to, pending)? {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Sends one datagram; returns `false` when the socket is full and the datagram was parked.
+fn send(
+    socket: &UdpSocket,
+    datagram: &[u8],
+    to: SocketAddr,
+    pending: &mut Option<(SocketAddr, Vec<u8>)>,
+) -> Result<bool, String> {
+    match socket.try_send_to(datagram, to) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            *pending = Some((to, datagram.to_vec()));
+            Ok(false)
+        }
+        Err(e) if is_transient(&e) => Ok(true),
+        Err(e) => Err(format!("sending to {to}: {e}")),
+    }
+}
+
+/// A Tickwire server on a UDP socket, driven by a tokio task.
+///
+/// ```no_run
+/// use tickwire::{DriverConfig, Event, Server};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut server = Server::bind("0.0.0.0:7777".parse()?, DriverConfig::server()).await?;
+/// while let Some(event) = server.next_event().await {
+///     if let Event::Message { connection, channel, data } = event {
+///         server.send(connection, channel, data)?; // echo
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    driver: Driver,
+}
+
+impl Server {
+    /// Binds a UDP socket on `addr` (use port 0 for any free port) and starts serving.
+    /// Must be called within a tokio runtime.
+    pub async fn bind(addr: SocketAddr, mut config: DriverConfig) -> Result<Self, BindError> {
+        config.endpoint.accept_incoming = true;
+        Ok(Self {
+            driver: Driver::start(config, addr)?,
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.driver.local_addr
+    }
+
+    /// Queues a message for a client; it leaves at once (the driver task is woken).
+    pub fn send(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        self.driver.send(connection, channel, data)
+    }
+
+    /// Queues the same message for every connected client on `channel`; returns how many took it.
+    pub fn broadcast(&self, channel: ChannelId, data: &Bytes) -> usize {
+        self.driver.with(|endpoint| {
+            let ids: Vec<ConnectionId> = endpoint.connections().collect();
+            ids.into_iter()
+                .filter(|&id| endpoint.send(id, channel, data.clone()).is_ok())
+                .count()
+        })
+    }
+
+    /// The next event; `None` once the server has shut down.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.driver.next_event().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_event(&mut self) -> Option<Event> {
+        self.driver.try_event()
+    }
+
+    /// Closes one connection gracefully with an application code (below 0xFF00).
+    pub fn disconnect(&self, connection: ConnectionId, code: u16) {
+        self.driver
+            .with(|endpoint| endpoint.disconnect(connection, code, Instant::now()));
+    }
+
+    /// One connection's statistics.
+    pub fn stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
+        self.driver
+            .with(|endpoint| endpoint.connection_stats(connection))
+    }
+
+    /// Endpoint-wide statistics (datagrams, drops by reason, connections).
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.driver.with(|endpoint| endpoint.stats().clone())
+    }
+
+    /// The connections, established or not.
+    pub fn connections(&self) -> Vec<ConnectionId> {
+        self.driver
+            .with(|endpoint| endpoint.connections().collect())
+    }
+
+    /// Changes the simulated network conditions live (`None` turns them off).
+    pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
+        self.driver.set_link(link, 0)
+    }
+
+    /// Disconnects every client (they see [`DisconnectReason::Remote`]), waits up to a second
+    /// for the goodbyes to leave, and stops the task.
+    pub async fn shutdown(mut self) {
+        self.driver
+            .stop(|endpoint, now| endpoint.shutdown(now))
+            .await;
+    }
+}
+
+/// A Tickwire client connected to one server, driven by a tokio task.
+///
+/// ```no_run
+/// use tickwire::{ChannelId, Client, DriverConfig, Event};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut client = Client::connect("127.0.0.1:7777".parse()?, DriverConfig::client()).await?;
+/// client.send(ChannelId(2), "hello".into())?;
+/// while let Some(event) = client.next_event().await {
+///     if let Event::Message { data, .. } = event {
+///         println!("got {} bytes", data.len());
+///         break;
+///     }
+/// }
+/// client.disconnect(0).await;
+/// # Ok(()) }
+/// ```
+pub struct Client {
+    driver: Driver,
+    connection: ConnectionId,
+    server: SocketAddr,
+}
+
+impl Client {
+    /// Opens a socket on an ephemeral port, connects to `server` and waits for the handshake.
+    /// Fails with [`ClientError::Timeout`] after the configured `handshake_timeout` (default
+    /// 5 s) if the server does not answer. Must be called within a tokio runtime.
+    pub async fn connect(
+        server: SocketAddr,
+        mut config: DriverConfig,
+    ) -> Result<Self, ClientError> {
+        config.endpoint.accept_incoming = false;
+        let timeout = config.endpoint.handshake_timeout;
+        let driver = Driver::start(config, client_bind_addr(server))?;
+        let connection = driver.with(|endpoint| endpoint.connect(server, Instant::now()))?;
+        loop {
+            match driver.next_event().await {
+                Some(Event::Connected { .. }) => break,
+                Some(Event::Disconnected { reason, .. }) => {
+                    return Err(match reason {
+                        DisconnectReason::HandshakeTimeout => ClientError::Timeout {
+                            server,
+                            after: timeout,
+                        },
+                        DisconnectReason::Rejected(reason) => {
+                            ClientError::Rejected { server, reason }
+                        }
+                        reason => ClientError::Failed { server, reason },
+                    });
+                }
+                Some(_) => {}
+                None => {
+                    return Err(ClientError::Failed {
+                        server,
+                        reason: DisconnectReason::Shutdown,
+                    })
+                }
+            }
+        }
+        Ok(Self {
+            driver,
+            connection,
+            server,
+        })
+    }
+
+    /// The server's address.
+    pub fn server_addr(&self) -> SocketAddr {
+        self.server
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.driver.local_addr
+    }
+
+    /// The connection's id (as named in events).
+    pub fn connection(&self) -> ConnectionId {
+        self.connection
+    }
+
+    /// Queues a message for the server; it leaves at once.
+    pub fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+        self.driver.send(self.connection, channel, data)
+    }
+
+    /// The next event; `None` once the client has stopped. After
+    /// [`Event::Disconnected`] no more messages arrive.
+    pub async fn next_event(&mut self) -> Option<Event> {
+        self.driver.next_event().await
+    }
+
+    /// The next event if one is waiting.
+    pub fn try_event(&mut self) -> Option<Event> {
+        self.driver.try_event()
+    }
+
+    /// Whether the connection is established.
+    pub fn is_connected(&self) -> bool {
+        self.driver
+            .with(|endpoint| endpoint.is_connected(self.connection))
+    }
+
+    /// The connection's statistics.
+    pub fn stats(&self) -> Option<ConnectionStats> {
+        self.driver
+            .with(|endpoint| endpoint.connection_stats(self.connection))
+    }
+
+    /// Changes the simulated network conditions live (`None` turns them off).
+    pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
+        self.driver.set_link(link, 1)
+    }
+
+    /// Closes the connection gracefully with an application code (the server sees
+    /// [`DisconnectReason::Remote`]), waits for the goodbyes to leave, and stops.
+    pub async fn disconnect(mut self, code: u16) {
+        let connection = self.connection;
+        self.driver
+            .stop(|endpoint, now| endpoint.disconnect(connection, code, now))
+            .await;
+    }
+}
