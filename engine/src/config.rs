@@ -168,7 +168,8 @@ pub struct Config {
     pub ack_frequency: u32,
     /// Floor of the retransmission timeout. Default 10 ms.
     pub min_rto: Duration,
-    /// Ceiling of the retransmission timeout, after backoff. Default 2 s.
+    /// Ceiling of the retransmission timeout, which doubles for each timeout in a row without
+    /// an acknowledgement. Default 2 s.
     pub max_rto: Duration,
     /// RTT assumed before the first measurement. Default 100 ms.
     pub initial_rtt: Duration,
@@ -249,6 +250,10 @@ impl Config {
                 if channel.max_message_size > self.max_reassembly_bytes {
                     return Err(ConfigError::ReassemblyTooSmall(id));
                 }
+                let piece = self.payload_budget.saturating_sub(MAX_FRAGMENTING_OVERHEAD);
+                if channel.max_message_size > piece.saturating_mul(MAX_FRAGMENTS) {
+                    return Err(ConfigError::TooManyFragments(id));
+                }
                 if channel.max_buffered_bytes < channel.max_message_size {
                     return Err(ConfigError::BufferSmallerThanMessage(id));
                 }
@@ -286,6 +291,12 @@ impl Config {
     }
 }
 
+/// Fragments per message at most (the wire allows 2^16).
+const MAX_FRAGMENTS: usize = 1 << 16;
+/// Data header and fragment frame header at their largest, per datagram.
+const MAX_FRAGMENTING_OVERHEAD: usize =
+    crate::connection::MAX_DATA_HEADER + crate::wire::FrameWriter::MAX_FRAGMENT_HEADER;
+
 /// The largest `max_message_size` a channel may have: 64 MiB.
 pub const MAX_MESSAGE_SIZE: usize = 64 * 1024 * 1024;
 
@@ -304,6 +315,9 @@ pub enum ConfigError {
     /// A channel's `max_message_size` exceeds `max_reassembly_bytes`.
     #[error("channel {0:?}: max_message_size exceeds max_reassembly_bytes; raise the latter")]
     ReassemblyTooSmall(ChannelId),
+    /// A channel's `max_message_size` needs more than 65,536 fragments at this payload budget.
+    #[error("channel {0:?}: max_message_size needs more than 65536 fragments; raise payload_budget or lower max_message_size")]
+    TooManyFragments(ChannelId),
     /// A channel's `max_buffered_bytes` is smaller than its `max_message_size`.
     #[error("channel {0:?}: max_buffered_bytes must be at least max_message_size")]
     BufferSmallerThanMessage(ChannelId),

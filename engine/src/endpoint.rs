@@ -1,6 +1,7 @@
 //! Many connections on one socket, and the server's stateless side of the handshake.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -83,6 +84,11 @@ pub struct Endpoint {
     events: VecDeque<Event>,
     replies: VecDeque<(SocketAddr, [u8; MAX_REPLY_LEN], usize)>,
     transmit_queue: VecDeque<ConnectionId>,
+    /// Connection deadlines; an entry may be stale (earlier than the connection's real
+    /// deadline), which costs one spurious check, never a missed timer.
+    timers: BinaryHeap<Reverse<(Instant, ConnectionId)>>,
+    /// Scratch list of connections due in `handle_timeout`.
+    due: Vec<ConnectionId>,
     stats: EndpointStats,
 }
 
@@ -111,6 +117,8 @@ impl Endpoint {
             events: VecDeque::new(),
             replies: VecDeque::new(),
             transmit_queue: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
             stats: EndpointStats::default(),
         })
     }
@@ -160,7 +168,7 @@ impl Endpoint {
             return Err(SendError::NotConnected(data));
         }
         let id = conn.send(channel, data)?;
-        enqueue(&mut self.transmit_queue, conn, connection);
+        touch(&mut self.transmit_queue, &mut self.timers, conn, connection);
         Ok(id)
     }
 
@@ -177,7 +185,7 @@ impl Endpoint {
             DisconnectReason::Local { code },
             &mut self.events,
         );
-        enqueue(&mut self.transmit_queue, conn, connection);
+        touch(&mut self.transmit_queue, &mut self.timers, conn, connection);
     }
 
     /// Closes every connection, as [`disconnect`](Self::disconnect) with the shutdown code.
@@ -191,7 +199,7 @@ impl Endpoint {
                     DisconnectReason::Shutdown,
                     &mut self.events,
                 );
-                enqueue(&mut self.transmit_queue, conn, id);
+                touch(&mut self.transmit_queue, &mut self.timers, conn, id);
             }
         }
     }
@@ -261,7 +269,7 @@ impl Endpoint {
             };
             if let Some(conn) = self.connections.get_mut(&id) {
                 conn.handle_data(now, datagram, &mut self.events);
-                enqueue(&mut self.transmit_queue, conn, id);
+                touch(&mut self.transmit_queue, &mut self.timers, conn, id);
             }
             self.reap(id);
             return;
@@ -289,7 +297,7 @@ impl Endpoint {
                 };
                 if let Some(conn) = self.connections.get_mut(&id) {
                     if conn.handle_handshake(now, other, &mut self.events).is_ok() {
-                        enqueue(&mut self.transmit_queue, conn, id);
+                        touch(&mut self.transmit_queue, &mut self.timers, conn, id);
                     }
                 }
                 self.reap(id);
@@ -299,20 +307,34 @@ impl Endpoint {
 
     /// Runs every timer due at `now`: retransmissions, acks, keepalives, timeouts.
     pub fn handle_timeout(&mut self, now: Instant) {
-        let mut closed = Vec::new();
-        for (&id, conn) in &mut self.connections {
-            conn.update_rates(now);
+        // Collect first: a connection whose deadline stays due until it transmits (an ack, a
+        // handshake retry) must be handled once per call, not spun on.
+        let mut due = std::mem::take(&mut self.due);
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(conn) = self.connections.get_mut(&id) {
+                if conn.scheduled == Some(at) {
+                    conn.scheduled = None;
+                }
+                due.push(id);
+            }
+        }
+        for &id in &due {
+            let Some(conn) = self.connections.get_mut(&id) else {
+                continue;
+            };
             if conn.poll_timeout().is_some_and(|t| t <= now) {
                 conn.handle_timeout(now, &mut self.events);
                 enqueue(&mut self.transmit_queue, conn, id);
             }
-            if conn.is_closed() {
-                closed.push(id);
-            }
-        }
-        for id in closed {
+            schedule(&mut self.timers, conn, id);
             self.reap(id);
         }
+        due.clear();
+        self.due = due;
     }
 
     // ---- poll_* outputs ----
@@ -334,6 +356,7 @@ impl Endpoint {
             };
             let written = conn.poll_transmit(now, buf);
             conn.drain_events(&mut self.events);
+            schedule(&mut self.timers, conn, id);
             let destination = conn.remote();
             match written {
                 Some(size) => {
@@ -362,13 +385,11 @@ impl Endpoint {
         self.events.pop_front()
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called. It may be a
+    /// little early (a deadline that moved later); calling early is harmless.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.connections
-            .values()
-            .filter_map(Connection::poll_timeout)
-            .min()
+        self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
     // ---- internals ----
@@ -377,7 +398,7 @@ impl Endpoint {
         let id = ConnectionId(self.next_id);
         self.next_id += 1;
         let mut conn = Connection::new(id, role, remote, nonce, &self.config, now);
-        enqueue(&mut self.transmit_queue, &mut conn, id);
+        touch(&mut self.transmit_queue, &mut self.timers, &mut conn, id);
         self.connections.insert(id, conn);
         self.by_addr.insert(remote, id);
         if role == Role::Server {
@@ -575,6 +596,34 @@ impl Endpoint {
         }
         total
     }
+}
+
+/// Queues the connection for transmission and makes sure its timers are scheduled: called
+/// after anything that may give it something to send or change its deadline.
+fn touch(
+    queue: &mut VecDeque<ConnectionId>,
+    timers: &mut BinaryHeap<Reverse<(Instant, ConnectionId)>>,
+    conn: &mut Connection,
+    id: ConnectionId,
+) {
+    enqueue(queue, conn, id);
+    schedule(timers, conn, id);
+}
+
+/// Makes sure the timer heap has an entry no later than the connection's deadline.
+fn schedule(
+    timers: &mut BinaryHeap<Reverse<(Instant, ConnectionId)>>,
+    conn: &mut Connection,
+    id: ConnectionId,
+) {
+    let Some(deadline) = conn.poll_timeout() else {
+        return;
+    };
+    if conn.scheduled.is_some_and(|at| at <= deadline) {
+        return;
+    }
+    conn.scheduled = Some(deadline);
+    timers.push(Reverse((deadline, id)));
 }
 
 fn enqueue(queue: &mut VecDeque<ConnectionId>, conn: &mut Connection, id: ConnectionId) {

@@ -38,6 +38,8 @@
 //! | `endpoint` | [`Endpoint`]: many connections on one socket, server side of the handshake |
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
+//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio, [`PolledEndpoint`] for game loops |
+//! | [`typed`] | serde + postcard encoding of messages |
 #![forbid(unsafe_code)]
 
 mod channel;

@@ -169,9 +169,19 @@ impl RateMeter {
         self.in_window += bytes;
     }
 
-    pub(crate) fn rate(&mut self, now: Instant) -> u64 {
-        self.roll(now);
-        self.rate
+    /// Bytes per second over the last full second before `now`.
+    pub(crate) fn rate(&self, now: Instant) -> u64 {
+        let Some(start) = self.window_start else {
+            return 0;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < Duration::from_secs(1) {
+            self.rate
+        } else if elapsed < Duration::from_secs(2) {
+            self.in_window
+        } else {
+            0
+        }
     }
 
     fn roll(&mut self, now: Instant) {

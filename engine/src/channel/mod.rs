@@ -121,10 +121,12 @@ impl SendChannel {
         }
     }
 
-    /// Queues retransmissions of reliable units unacknowledged for `rto`.
-    pub(crate) fn on_timeout(&mut self, now: Instant, rto: Duration) {
-        if let Self::Reliable(c) = self {
-            c.on_timeout(now, rto);
+    /// Queues retransmissions of reliable units unacknowledged for `rto`; returns whether any
+    /// timed out.
+    pub(crate) fn on_timeout(&mut self, now: Instant, rto: Duration) -> bool {
+        match self {
+            Self::Reliable(c) => c.on_timeout(now, rto),
+            Self::Unreliable(_) => false,
         }
     }
 
@@ -248,6 +250,15 @@ pub(crate) fn write_frame(
     ctx.frames.write(ctx.writer, channel, kind, body).is_ok()
 }
 
+/// Bookkeeping charged per queued message on top of its bytes, so that empty messages cannot
+/// grow a queue without bound.
+pub(crate) const MESSAGE_COST: usize = 16;
+
+/// Bytes a message counts for against `max_buffered_bytes`.
+pub(crate) fn message_cost(data: &Bytes) -> usize {
+    data.len() + MESSAGE_COST
+}
+
 /// Checks a message against the channel's size and buffer limits before queueing it.
 pub(crate) fn admit(
     data: Bytes,
@@ -263,7 +274,7 @@ pub(crate) fn admit(
             data,
         });
     }
-    if buffered.saturating_add(data.len()) > config.max_buffered_bytes {
+    if buffered.saturating_add(message_cost(&data)) > config.max_buffered_bytes {
         return Err(SendError::BufferFull {
             channel: ChannelId(channel),
             data,

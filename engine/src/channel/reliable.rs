@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{admit, write_frame, ChannelEvent, Incoming, PacketCtx, SentRecord, Sizing};
+use super::{
+    admit, message_cost, write_frame, ChannelEvent, Incoming, PacketCtx, SentRecord, Sizing,
+};
 use crate::config::{ChannelConfig, ChannelId, ChannelKind};
 use crate::error::{SendError, Violation};
 use crate::fragment::{fragment_count, FragmentError, Reassembly, ReassemblyBudget};
@@ -109,7 +111,7 @@ impl ReliableSend {
         } else {
             1
         };
-        self.buffered += data.len();
+        self.buffered += message_cost(&data);
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += data.len() as u64;
         self.messages.push_back(Message {
@@ -252,7 +254,7 @@ impl ReliableSend {
         message.acked += 1;
         if message.acked == message.pieces {
             self.stats.messages_acked += 1;
-            self.buffered -= message.data.len().min(self.buffered);
+            self.buffered -= message_cost(&message.data).min(self.buffered);
         }
         while self
             .messages
@@ -285,10 +287,11 @@ impl ReliableSend {
         self.resend.push_back((id, fragment));
     }
 
-    pub(crate) fn on_timeout(&mut self, now: Instant, rto: Duration) {
+    pub(crate) fn on_timeout(&mut self, now: Instant, rto: Duration) -> bool {
+        let mut fired = false;
         while let Some(&(sent, id, piece)) = self.timeline.front() {
             if sent + rto > now {
-                return;
+                return fired;
             }
             self.timeline.pop_front();
             let Some(index) = id.checked_sub(self.base) else {
@@ -306,7 +309,9 @@ impl ReliableSend {
             }
             unit.queued = true;
             self.resend.push_back((id, piece));
+            fired = true;
         }
+        fired
     }
 
     pub(crate) fn next_timeout(&self, rto: Duration) -> Option<Instant> {

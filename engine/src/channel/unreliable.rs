@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::{admit, write_frame, ChannelEvent, Incoming, PacketCtx, SentRecord, Sizing};
+use super::{
+    admit, message_cost, write_frame, ChannelEvent, Incoming, PacketCtx, SentRecord, Sizing,
+};
 use crate::config::{ChannelConfig, ChannelId, ChannelKind};
 use crate::error::{SendError, Violation};
 use crate::fragment::{fragment_count, Reassembly, ReassemblyBudget};
@@ -70,7 +72,7 @@ impl UnreliableSend {
         if self.config.notify_delivery {
             self.awaiting.insert(id, pieces);
         }
-        self.buffered += data.len();
+        self.buffered += message_cost(&data);
         self.stats.messages_sent += 1;
         self.stats.bytes_sent += data.len() as u64;
         self.queue.push_back(Pending {
@@ -127,7 +129,7 @@ impl UnreliableSend {
             }
             front.next_piece += 1;
             if front.next_piece == front.pieces {
-                self.buffered -= front.data.len();
+                self.buffered -= message_cost(&front.data);
                 self.queue.pop_front();
             }
         }

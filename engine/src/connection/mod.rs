@@ -38,6 +38,9 @@ const MAX_ACK_DELAY_UNITS: u64 = (1 << 21) - 1;
 /// Ack delays below this many 100 µs units are not sent (the field is omitted).
 const MIN_ACK_DELAY_UNITS: u64 = 10;
 
+/// Doublings of the retransmission timeout at most.
+const MAX_RTO_BACKOFF: u32 = 6;
+
 /// Close codes the engine itself sends; applications should use codes below 0xFF00.
 pub(crate) const CODE_PROTOCOL_VIOLATION: u16 = 0xFFF0;
 pub(crate) const CODE_UNACKNOWLEDGED: u16 = 0xFFF1;
@@ -54,6 +57,9 @@ enum State {
     /// Client: waiting for a challenge (no cookie yet) or for the accept.
     Connecting {
         cookie: Option<Cookie>,
+        /// When the cookie arrived: it is dropped (and a fresh one asked for) after half the
+        /// cookie lifetime, so a long handshake never retries a dead cookie.
+        cookie_at: Instant,
         started: Instant,
         next_send: Instant,
         /// First time the response was sent, and whether it was sent more than once.
@@ -99,8 +105,14 @@ pub(crate) struct Connection {
     stats: ConnectionStats,
     send_rate: RateMeter,
     recv_rate: RateMeter,
+    /// Retransmission timeouts in a row without an acknowledgement.
+    rto_backoff: u32,
+    /// The latest `now` seen, for statistics read without a clock.
+    last_activity: Instant,
     /// Whether the endpoint has this connection in its transmit queue.
     pub(crate) queued: bool,
+    /// The time of this connection's earliest entry in the endpoint's timer heap.
+    pub(crate) scheduled: Option<Instant>,
 }
 
 impl Connection {
@@ -136,6 +148,7 @@ impl Connection {
         let state = match role {
             Role::Client => State::Connecting {
                 cookie: None,
+                cookie_at: now,
                 started: now,
                 next_send: now,
                 response_sent: None,
@@ -171,7 +184,10 @@ impl Connection {
             stats: ConnectionStats::default(),
             send_rate: RateMeter::new(),
             recv_rate: RateMeter::new(),
+            rto_backoff: 0,
+            last_activity: now,
             queued: false,
+            scheduled: None,
         }
     }
 
@@ -268,11 +284,15 @@ impl Connection {
             (
                 Handshake::Challenge(challenge),
                 State::Connecting {
-                    cookie, next_send, ..
+                    cookie,
+                    next_send,
+                    cookie_at,
+                    ..
                 },
             ) if challenge.nonce == self.nonce => {
                 if cookie.is_none() {
                     *cookie = Some(challenge.cookie);
+                    *cookie_at = now;
                     *next_send = now;
                 }
                 Ok(())
@@ -340,6 +360,7 @@ impl Connection {
             self.stats.dropped.malformed += 1;
             return;
         };
+        self.last_activity = now;
         let pn = extend(self.received.expected(), header.packet_number);
         match self.received.check(pn) {
             Arrival::New => {}
@@ -446,6 +467,7 @@ impl Connection {
 
     /// Runs timers due at `now`.
     pub(crate) fn handle_timeout(&mut self, now: Instant, events: &mut VecDeque<Event>) {
+        self.last_activity = now;
         match self.state {
             State::Connecting { started, .. } => {
                 if now.saturating_duration_since(started) >= self.config.handshake_timeout {
@@ -476,8 +498,12 @@ impl Connection {
         }
         self.detect_lost(now, events);
         let rto = self.rto();
+        let mut fired = false;
         for half in &mut self.send {
-            half.on_timeout(now, rto);
+            fired |= half.on_timeout(now, rto);
+        }
+        if fired {
+            self.rto_backoff = (self.rto_backoff + 1).min(MAX_RTO_BACKOFF);
         }
         for half in &mut self.recv {
             half.expire(now, self.config.reassembly_timeout, &mut self.budget);
@@ -533,15 +559,23 @@ impl Connection {
 
     /// Writes the next datagram for this connection into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.last_activity = now;
         let len = match &mut self.state {
             State::Connecting {
                 cookie,
+                cookie_at,
                 next_send,
                 response_sent,
                 ..
             } => {
                 if now < *next_send {
                     return None;
+                }
+                if cookie.is_some()
+                    && now.saturating_duration_since(*cookie_at) >= self.config.cookie_lifetime / 2
+                {
+                    *cookie = None;
+                    *response_sent = None;
                 }
                 *next_send = now + self.config.handshake_resend_interval;
                 let request = ConnectRequest {
@@ -644,7 +678,6 @@ impl Connection {
         if channels > 0 {
             self.next_channel = (self.next_channel + 1) % channels;
         }
-        frames.finish(&mut writer);
         // Packets the header's block did not cover go in extra ack frames while they fit.
         while self.received.has_unreported() && writer.remaining() >= FrameWriter::ACK_FRAME_LEN {
             let Some(block) = self.received.next_block() else {
@@ -657,6 +690,8 @@ impl Connection {
                 break;
             }
         }
+        // Last: drop the final frame's length (a no-op when the last frame is an ack block).
+        frames.finish(&mut writer);
         let eliciting = frames.count() > 0;
         if !eliciting && ack.is_none() {
             self.sent.recycle(records);
@@ -698,14 +733,11 @@ impl Connection {
         stats.latest_rtt = self.rtt.latest();
         stats.reassembly_bytes = self.budget.used;
         stats.spurious_losses = self.sent.spurious_losses();
+        stats.send_bytes_per_sec = self.send_rate.rate(self.last_activity);
+        stats.recv_bytes_per_sec = self.recv_rate.rate(self.last_activity);
         stats.send_channels = self.send.iter().map(|c| c.stats().clone()).collect();
         stats.recv_channels = self.recv.iter().map(|c| c.stats().clone()).collect();
         stats
-    }
-
-    pub(crate) fn update_rates(&mut self, now: Instant) {
-        self.stats.send_bytes_per_sec = self.send_rate.rate(now);
-        self.stats.recv_bytes_per_sec = self.recv_rate.rate(now);
     }
 
     /// Bytes queued or in flight on all outgoing channels.
@@ -715,12 +747,16 @@ impl Connection {
 
     // ---- internals ----
 
+    /// The retransmission timeout, doubled for every timeout in a row without an ack
+    /// (exponential backoff), capped at `max_rto`.
     fn rto(&self) -> Duration {
-        self.rtt.rto(
+        let base = self.rtt.rto(
             self.config.max_ack_delay,
             self.config.min_rto,
             self.config.max_rto,
-        )
+        );
+        base.saturating_mul(1 << self.rto_backoff)
+            .min(self.config.max_rto)
     }
 
     /// How long an unacknowledged packet with nothing acknowledged after it stays in flight.
@@ -757,7 +793,10 @@ impl Connection {
         let mut settled = std::mem::take(&mut self.settled);
         for packet in settled.drain(..) {
             match packet.fate {
-                Fate::Acked => self.stats.packets_acked += 1,
+                Fate::Acked => {
+                    self.stats.packets_acked += 1;
+                    self.rto_backoff = 0;
+                }
                 Fate::Lost => self.stats.packets_lost += 1,
                 Fate::InFlight => {}
             }

@@ -5,6 +5,8 @@
 
 mod frame;
 mod packet;
+#[cfg(test)]
+mod proptests;
 
 pub(crate) use frame::{ControlKind, Frame, FrameBody, FrameReader, FrameWriter};
 pub(crate) use packet::{
