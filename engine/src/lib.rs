@@ -57,6 +57,11 @@ mod stats;
 pub mod typed;
 mod wire;
 
+/// The README's code blocks, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 use std::fmt;
 use std::net::SocketAddr;
 
