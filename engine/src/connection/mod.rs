@@ -374,9 +374,17 @@ impl Connection {
             }
         }
         // Validate every frame before anything changes: garbage neither acts nor refreshes.
-        if FrameReader::new(&datagram, offset, &self.recv_kinds).any(|frame| frame.is_err()) {
-            self.stats.dropped.malformed += 1;
-            return;
+        let mut eliciting = false;
+        let mut ack_blocks = false;
+        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds) {
+            match frame {
+                Ok(Frame::Ack { .. }) => ack_blocks = true,
+                Ok(_) => eliciting = true,
+                Err(_) => {
+                    self.stats.dropped.malformed += 1;
+                    return;
+                }
+            }
         }
         let acked = match header.ack {
             Some(ack) => match ack_range(&self.sent, ack.largest) {
@@ -388,9 +396,6 @@ impl Connection {
             },
             None => None,
         };
-        let eliciting = FrameReader::new(&datagram, offset, &self.recv_kinds)
-            .flatten()
-            .any(|frame| !matches!(frame, Frame::Ack { .. }));
         let in_order = self.received.insert(pn, now, eliciting);
         self.last_received = now;
         self.stats.packets_received += 1;
@@ -400,15 +405,17 @@ impl Connection {
         if let (Some(ack), Some(largest)) = (header.ack, acked) {
             self.on_ack(now, ack, largest);
         }
-        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
-            if let Frame::Ack { largest, bits } = frame {
-                if let Some(largest) = ack_range(&self.sent, largest) {
-                    self.sent.ack(largest, &mut self.settled);
-                    ack_bits(&mut self.sent, &mut self.settled, largest, bits);
+        if ack_blocks {
+            for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
+                if let Frame::Ack { largest, bits } = frame {
+                    if let Some(largest) = ack_range(&self.sent, largest) {
+                        self.sent.ack(largest, &mut self.settled);
+                        ack_bits(&mut self.sent, &mut self.settled, largest, bits);
+                    }
                 }
             }
         }
-        if acked.is_some() {
+        if acked.is_some() || ack_blocks {
             self.detect_lost(now, events);
         }
 
