@@ -640,4 +640,5 @@ fn add_counters(total: &mut DropCounters, more: &DropCounters) {
     total.unknown_peer += more.unknown_peer;
     total.unexpected += more.unexpected;
     total.bogus_ack += more.bogus_ack;
+    total.violation += more.violation;
 }

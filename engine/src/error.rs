@@ -65,9 +65,9 @@ pub enum ConnectError {
     InvalidAddress(std::net::SocketAddr),
 }
 
-/// A peer broke the protocol in a well-formed packet; the connection is closed.
+/// A peer broke a channel rule in a well-formed frame; the frame is dropped and counted.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-pub enum Violation {
+pub(crate) enum Violation {
     /// A message larger than the channel allows.
     #[error("message larger than the channel allows")]
     MessageTooLarge,

@@ -13,7 +13,7 @@ use thiserror::Error;
 
 /// Why a fragment was refused.
 #[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
-pub enum FragmentError {
+pub(crate) enum FragmentError {
     /// The fragment disagrees with earlier ones about the count or the piece size.
     #[error("fragment inconsistent with earlier fragments of the same message")]
     Inconsistent,

@@ -77,8 +77,7 @@ pub use driver::{
 #[cfg(feature = "tokio")]
 pub use driver::{Client, Server};
 pub use endpoint::{Endpoint, Transmit};
-pub use error::{ConnectError, SendError, Violation};
-pub use fragment::FragmentError;
+pub use error::{ConnectError, SendError};
 pub use stats::{ConnectionStats, DropCounters, EndpointStats, RecvChannelStats, SendChannelStats};
 pub use wire::DecodeError;
 
@@ -153,7 +152,7 @@ pub enum DisconnectReason {
         code: u16,
     },
     /// The peer closed with this code (codes from 0xFF00 up are the engine's own:
-    /// 0xFFF0 protocol violation, 0xFFF1 data unacknowledged, 0xFFF2 shutdown).
+    /// 0xFFF1 data unacknowledged, 0xFFF2 shutdown).
     Remote {
         /// The peer's code.
         code: u16,
@@ -166,8 +165,6 @@ pub enum DisconnectReason {
     Rejected(RejectReason),
     /// Reliable data stayed unacknowledged for `ack_timeout`: the peer stopped acknowledging.
     Unacknowledged,
-    /// The peer broke the protocol.
-    ProtocolViolation(Violation),
     /// The same client reconnected from the same address with a new session.
     Replaced,
     /// This endpoint was shut down with [`Endpoint::shutdown`].
@@ -186,7 +183,6 @@ impl fmt::Display for DisconnectReason {
             ),
             Self::Rejected(reason) => write!(f, "refused by the server: {reason}"),
             Self::Unacknowledged => write!(f, "the peer stopped acknowledging reliable data"),
-            Self::ProtocolViolation(violation) => write!(f, "protocol violation: {violation}"),
             Self::Replaced => write!(f, "replaced by a new session from the same address"),
             Self::Shutdown => write!(f, "the endpoint shut down"),
         }

@@ -57,12 +57,16 @@ pub struct DropCounters {
     pub cookie_expired: u64,
     /// A request refused because the server is full.
     pub server_full: u64,
-    /// An acknowledgement of a packet number never sent.
+    /// An acknowledgement of a packet number never sent (the ack is ignored, the rest of the
+    /// datagram stands).
     pub bogus_ack: u64,
     /// A handshake reply dropped because too many replies were queued.
     pub reply_queue_full: u64,
     /// A datagram larger than this endpoint ever accepts.
     pub oversized: u64,
+    /// Well-formed frames that broke a channel rule (too large, inconsistent fragment, reliable
+    /// id outside the window, reassembly budget exceeded); the frame was dropped.
+    pub violation: u64,
 }
 
 impl DropCounters {
@@ -83,6 +87,7 @@ impl DropCounters {
             + self.bogus_ack
             + self.reply_queue_full
             + self.oversized
+            + self.violation
     }
 }
 
@@ -118,6 +123,9 @@ pub struct ConnectionStats {
     pub send_bytes_per_sec: u64,
     /// UDP payload bytes received per second, over the last full second.
     pub recv_bytes_per_sec: u64,
+    /// Times the packet-number window moved back to a steady stream of packets below it
+    /// (after a forged far-ahead packet number).
+    pub resyncs: u64,
     /// Bytes currently held for reassembly of incoming messages.
     pub reassembly_bytes: usize,
     /// Incoming datagrams from this peer dropped, by reason.

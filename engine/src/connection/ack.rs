@@ -35,6 +35,9 @@ pub(crate) enum Arrival {
     New,
     Duplicate,
     TooOld,
+    /// Below the window but new by the window before the last far jump (see
+    /// [`ReceivedPackets::restore_previous`]).
+    Behind,
 }
 
 /// Received packet numbers within [`DEDUP_WINDOW`] of the largest.
@@ -44,6 +47,8 @@ pub(crate) struct ReceivedPackets {
     bits: [u64; (DEDUP_WINDOW / 64) as usize],
     /// Received and not yet covered by an acknowledgement we sent, with arrival times.
     unreported: VecDeque<(u64, Instant)>,
+    /// The window as it was before the last jump of a whole window or more.
+    previous: Option<(u64, [u64; (DEDUP_WINDOW / 64) as usize])>,
 }
 
 /// One acknowledgement block: a packet number and the 32 before it.
@@ -61,12 +66,23 @@ impl ReceivedPackets {
             largest: None,
             bits: [0; (DEDUP_WINDOW / 64) as usize],
             unreported: VecDeque::new(),
+            previous: None,
         }
     }
 
     /// The value a 16-bit packet number is extended around.
     pub(crate) fn expected(&self) -> u64 {
         self.largest.map_or(0, |largest| largest + 1)
+    }
+
+    /// Goes back to the window before the last far jump, forgetting the jump: used when the
+    /// jump proves to be forged (the real peer keeps sending below it).
+    pub(crate) fn restore_previous(&mut self) {
+        if let Some((largest, bits)) = self.previous.take() {
+            self.largest = Some(largest);
+            self.bits = bits;
+            self.unreported.clear();
+        }
     }
 
     /// Whether some received packet has not been acknowledged yet.
@@ -92,7 +108,17 @@ impl ReceivedPackets {
         match self.largest {
             None => Arrival::New,
             Some(largest) if pn > largest => Arrival::New,
-            Some(largest) if largest - pn >= DEDUP_WINDOW => Arrival::TooOld,
+            Some(largest) if largest - pn >= DEDUP_WINDOW => match self.previous {
+                Some((previous, _)) if pn > previous => Arrival::Behind,
+                Some((previous, bits)) if previous - pn < DEDUP_WINDOW => {
+                    if bit_in(&bits, pn) {
+                        Arrival::Duplicate
+                    } else {
+                        Arrival::Behind
+                    }
+                }
+                _ => Arrival::TooOld,
+            },
             Some(_) => {
                 if self.bit(pn) {
                     Arrival::Duplicate
@@ -111,6 +137,7 @@ impl ReceivedPackets {
             Some(largest) if pn > largest => {
                 let gap = pn - largest;
                 if gap >= DEDUP_WINDOW {
+                    self.previous = Some((largest, self.bits));
                     self.bits = [0; (DEDUP_WINDOW / 64) as usize];
                 } else {
                     for cleared in largest + 1..pn {
@@ -152,8 +179,7 @@ impl ReceivedPackets {
     }
 
     fn bit(&self, pn: u64) -> bool {
-        let slot = (pn % DEDUP_WINDOW) as usize;
-        self.bits[slot / 64] & (1 << (slot % 64)) != 0
+        bit_in(&self.bits, pn)
     }
 
     fn set_bit(&mut self, pn: u64, on: bool) {
@@ -164,6 +190,11 @@ impl ReceivedPackets {
             self.bits[slot / 64] &= !(1 << (slot % 64));
         }
     }
+}
+
+fn bit_in(bits: &[u64; (DEDUP_WINDOW / 64) as usize], pn: u64) -> bool {
+    let slot = (pn % DEDUP_WINDOW) as usize;
+    bits[slot / 64] & (1 << (slot % 64)) != 0
 }
 
 /// Fate of a sent packet.
@@ -398,8 +429,13 @@ mod tests {
         assert_eq!((block.largest, block.bits & 0b111), (3, 0b110));
         assert!(!received.has_unreported());
         received.insert(3 + DEDUP_WINDOW, now, true);
-        assert_eq!(received.check(3), Arrival::TooOld);
+        // After a whole-window jump the old window still catches duplicates.
+        assert_eq!(received.check(3), Arrival::Duplicate);
+        assert_eq!(received.check(2), Arrival::Behind);
         assert_eq!(received.check(4), Arrival::New);
+        received.restore_previous();
+        assert_eq!(received.check(3), Arrival::Duplicate);
+        assert_eq!(received.check(2), Arrival::New);
     }
 
     #[test]

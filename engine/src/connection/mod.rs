@@ -16,7 +16,7 @@ use bytes::Bytes;
 use crate::channel::{ChannelEvent, Incoming, PacketCtx, RecvChannel, SendChannel, Sizing};
 use crate::config::{ChannelConfig, ChannelId, ChannelKind, Config};
 use crate::cookie::Cookie;
-use crate::error::{SendError, Violation};
+use crate::error::SendError;
 use crate::fragment::ReassemblyBudget;
 use crate::seq::{extend, truncate};
 use crate::stats::{ConnectionStats, RateMeter};
@@ -41,8 +41,12 @@ const MIN_ACK_DELAY_UNITS: u64 = 10;
 /// Doublings of the retransmission timeout at most.
 const MAX_RTO_BACKOFF: u32 = 6;
 
+/// Valid packets in a row, each at most [`RESYNC_GAP`] after the previous one, all below the
+/// packet-number window, before the window moves back to them.
+const RESYNC_STREAK: u32 = 16;
+const RESYNC_GAP: u64 = 64;
+
 /// Close codes the engine itself sends; applications should use codes below 0xFF00.
-pub(crate) const CODE_PROTOCOL_VIOLATION: u16 = 0xFFF0;
 pub(crate) const CODE_UNACKNOWLEDGED: u16 = 0xFFF1;
 pub(crate) const CODE_SHUTDOWN: u16 = 0xFFF2;
 
@@ -107,6 +111,9 @@ pub(crate) struct Connection {
     recv_rate: RateMeter,
     /// Retransmission timeouts in a row without an acknowledgement.
     rto_backoff: u32,
+    /// Valid packets in a row below the packet-number window, and the latest of them.
+    too_old_streak: u32,
+    too_old_last: u64,
     /// The latest `now` seen, for statistics read without a clock.
     last_activity: Instant,
     /// Whether the endpoint has this connection in its transmit queue.
@@ -185,6 +192,8 @@ impl Connection {
             send_rate: RateMeter::new(),
             recv_rate: RateMeter::new(),
             rto_backoff: 0,
+            too_old_streak: 0,
+            too_old_last: 0,
             last_activity: now,
             queued: false,
             scheduled: None,
@@ -362,16 +371,10 @@ impl Connection {
         };
         self.last_activity = now;
         let pn = extend(self.received.expected(), header.packet_number);
-        match self.received.check(pn) {
-            Arrival::New => {}
-            Arrival::Duplicate => {
-                self.stats.dropped.duplicate += 1;
-                return;
-            }
-            Arrival::TooOld => {
-                self.stats.dropped.too_old += 1;
-                return;
-            }
+        let arrival = self.received.check(pn);
+        if arrival == Arrival::Duplicate {
+            self.stats.dropped.duplicate += 1;
+            return;
         }
         // Validate every frame before anything changes: garbage neither acts nor refreshes.
         let mut eliciting = false;
@@ -386,16 +389,32 @@ impl Connection {
                 }
             }
         }
-        let acked = match header.ack {
-            Some(ack) => match ack_range(&self.sent, ack.largest) {
-                Some(range) => Some(range),
-                None => {
-                    self.stats.dropped.bogus_ack += 1;
-                    return;
-                }
-            },
-            None => None,
-        };
+        if !eliciting && !ack_blocks && header.ack.is_none() {
+            // No Tickwire sender builds an empty packet.
+            self.stats.dropped.malformed += 1;
+            return;
+        }
+        match arrival {
+            Arrival::TooOld => {
+                self.stats.dropped.too_old += 1;
+                return;
+            }
+            Arrival::Behind if !self.resync(pn) => {
+                self.stats.dropped.too_old += 1;
+                return;
+            }
+            _ => {}
+        }
+        self.too_old_streak = 0;
+        // An ack naming a packet never sent is ignored (and counted); the rest of the packet
+        // stands, so a forged ack cannot make the peer's real packets undeliverable.
+        let acked = header.ack.and_then(|ack| {
+            let largest = ack_range(&self.sent, ack.largest);
+            if largest.is_none() {
+                self.stats.dropped.bogus_ack += 1;
+            }
+            largest
+        });
         let in_order = self.received.insert(pn, now, eliciting);
         self.last_received = now;
         self.stats.packets_received += 1;
@@ -452,12 +471,13 @@ impl Connection {
             let Some(half) = self.recv.get_mut(usize::from(channel)) else {
                 continue;
             };
-            if let Err(violation) =
-                half.receive(incoming, now, &mut self.budget, &mut self.channel_events)
+            // A well-formed frame that breaks a channel rule is dropped and counted; no honest
+            // peer sends one, and closing the session would let one forged datagram end it.
+            if half
+                .receive(incoming, now, &mut self.budget, &mut self.channel_events)
+                .is_err()
             {
-                self.flush_channel_events(events);
-                self.violation(now, violation, events);
-                return;
+                self.stats.dropped.violation += 1;
             }
         }
         self.flush_channel_events(events);
@@ -853,13 +873,25 @@ impl Connection {
         }
     }
 
-    fn violation(&mut self, now: Instant, violation: Violation, events: &mut VecDeque<Event>) {
-        self.close(
-            now,
-            CODE_PROTOCOL_VIOLATION,
-            DisconnectReason::ProtocolViolation(violation),
-            events,
-        );
+    /// A valid packet below the packet-number window but new by the window before the last far
+    /// jump. One alone is dropped; a steady stream of them means the jump was forged and the
+    /// real peer is behind it: the window goes back to where it was before the jump.
+    fn resync(&mut self, pn: u64) -> bool {
+        let consistent = self.too_old_streak > 0
+            && pn > self.too_old_last
+            && pn - self.too_old_last <= RESYNC_GAP;
+        self.too_old_streak = if consistent {
+            self.too_old_streak + 1
+        } else {
+            1
+        };
+        self.too_old_last = pn;
+        if self.too_old_streak < RESYNC_STREAK {
+            return false;
+        }
+        self.received.restore_previous();
+        self.stats.resyncs += 1;
+        true
     }
 }
 
