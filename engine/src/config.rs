@@ -51,7 +51,9 @@ pub struct ChannelConfig {
     /// The delivery guarantee.
     pub kind: ChannelKind,
     /// Unreliable kinds only: report each message's fate with
-    /// [`Event::Delivery`](crate::Event::Delivery) (acked or declared lost).
+    /// [`Event::Delivery`](crate::Event::Delivery) (acked or declared lost). On a sequenced
+    /// channel, acked means the peer received it, not that it was delivered: a message that
+    /// arrived after a newer one is dropped there as stale.
     /// Default `false`; costs a few bytes of bookkeeping per message in flight, nothing on the wire.
     pub notify_delivery: bool,
     /// Largest message accepted on this channel, in bytes, before or after fragmentation.
@@ -60,8 +62,10 @@ pub struct ChannelConfig {
     /// Sender side: bytes that may be queued or in flight on this channel before `send` refuses
     /// more with [`SendError::BufferFull`](crate::SendError::BufferFull). Default 4 MiB.
     pub max_buffered_bytes: usize,
-    /// Reliable kinds only: bytes sent but not yet acknowledged before new messages wait.
-    /// Default 1 MiB. Higher gives more throughput on long fat links and more memory per peer.
+    /// Reliable kinds only: bytes sent from the oldest unacknowledged message on (what an
+    /// ordered receiver may have to hold while a gap is filled) before new messages wait.
+    /// Default 1 MiB. Higher gives more throughput on long fat links and more memory per peer;
+    /// the sum over a direction's reliable channels must fit the peer's `max_reassembly_bytes`.
     pub max_in_flight_bytes: usize,
 }
 
@@ -262,6 +266,19 @@ impl Config {
                 }
             }
         }
+        for direction in [
+            &self.channels.client_to_server,
+            &self.channels.server_to_client,
+        ] {
+            let window: usize = direction
+                .iter()
+                .filter(|c| c.kind.is_reliable())
+                .map(|c| c.max_in_flight_bytes)
+                .sum();
+            if window > self.max_reassembly_bytes {
+                return Err(ConfigError::WindowsExceedReassembly);
+            }
+        }
         let zero_checks = [
             ("handshake_timeout", self.handshake_timeout),
             ("handshake_resend_interval", self.handshake_resend_interval),
@@ -324,6 +341,10 @@ pub enum ConfigError {
     /// A reliable channel's `max_in_flight_bytes` is below one datagram.
     #[error("channel {0:?}: max_in_flight_bytes must be at least payload_budget")]
     InFlightTooSmall(ChannelId),
+    /// The reliable channels' `max_in_flight_bytes` in one direction add up to more than
+    /// `max_reassembly_bytes`: a receiver could not hold what honest senders may send.
+    #[error("the reliable channels' max_in_flight_bytes add up to more than max_reassembly_bytes; raise the latter")]
+    WindowsExceedReassembly,
     /// A duration that must be positive is zero.
     #[error("{0} must be greater than zero")]
     ZeroDuration(&'static str),

@@ -3,8 +3,9 @@
 //! Each message gets a 64-bit id (16 bits on the wire); a fragmented message is retransmitted
 //! piece by piece. The sender never has more than [`RELIABLE_WINDOW`] messages between the oldest
 //! unacknowledged one and the newest sent, so the receiver can always place an id, and never more
-//! than `max_in_flight_bytes` unacknowledged. Retransmission happens when the connection declares
-//! the carrying packet lost, or when a unit stays unacknowledged for the RTO.
+//! than `max_in_flight_bytes` sent from the oldest unacknowledged message on: that bounds what an
+//! ordered receiver holds behind a gap, acknowledged or not. Retransmission happens when the
+//! connection declares the carrying packet lost, or when a unit stays unacknowledged for the RTO.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -80,7 +81,8 @@ pub(crate) struct ReliableSend {
     resend: VecDeque<(u64, u32)>,
     /// Units in the order they were sent, for the retransmission timer.
     timeline: VecDeque<(Instant, u64, u32)>,
-    in_flight: usize,
+    /// Bytes sent of the messages from `base` on (acknowledged or not).
+    window_bytes: usize,
     buffered: usize,
     stats: SendChannelStats,
 }
@@ -97,7 +99,7 @@ impl ReliableSend {
             cursor: (0, 0),
             resend: VecDeque::new(),
             timeline: VecDeque::new(),
-            in_flight: 0,
+            window_bytes: 0,
             buffered: 0,
             stats: SendChannelStats::default(),
         }
@@ -135,7 +137,7 @@ impl ReliableSend {
     fn can_send_new(&self) -> bool {
         self.cursor.0 < self.next_id()
             && self.cursor.0 - self.base < RELIABLE_WINDOW
-            && (self.in_flight == 0 || self.in_flight < self.config.max_in_flight_bytes)
+            && (self.window_bytes == 0 || self.window_bytes < self.config.max_in_flight_bytes)
     }
 
     pub(crate) fn buffered(&self) -> usize {
@@ -156,13 +158,13 @@ impl ReliableSend {
             let Some(len) = self.piece_len(id, piece) else {
                 return;
             };
-            if self.in_flight > 0 && self.in_flight + len > self.config.max_in_flight_bytes {
+            if self.window_bytes > 0 && self.window_bytes + len > self.config.max_in_flight_bytes {
                 return;
             }
             if self.write_unit(ctx, id, piece) != Some(true) {
                 return;
             }
-            self.in_flight += len;
+            self.window_bytes += len;
             let pieces = self.message(id).map_or(1, |m| m.pieces);
             self.cursor = if piece + 1 < pieces {
                 (id, piece + 1)
@@ -234,9 +236,6 @@ impl ReliableSend {
         let SentRecord::Reliable { id, fragment, .. } = *record else {
             return;
         };
-        let Some(len) = self.piece_len(id, fragment) else {
-            return;
-        };
         let Some(index) = id.checked_sub(self.base) else {
             return;
         };
@@ -250,7 +249,6 @@ impl ReliableSend {
             return;
         }
         unit.acked = true;
-        self.in_flight -= len.min(self.in_flight);
         message.acked += 1;
         if message.acked == message.pieces {
             self.stats.messages_acked += 1;
@@ -261,7 +259,9 @@ impl ReliableSend {
             .front()
             .is_some_and(|front| front.acked == front.pieces)
         {
-            self.messages.pop_front();
+            if let Some(done) = self.messages.pop_front() {
+                self.window_bytes -= done.data.len().min(self.window_bytes);
+            }
             self.base += 1;
         }
     }

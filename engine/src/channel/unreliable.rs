@@ -24,6 +24,9 @@ use crate::{DeliveryOutcome, MessageId};
 /// Incomplete fragmented messages kept per channel; the oldest is dropped beyond this.
 const MAX_ASSEMBLIES: usize = 8;
 
+/// Stale sequenced message ids remembered so that each is counted as dropped once.
+const COUNTED_STALE: usize = 16;
+
 #[derive(Debug)]
 struct Pending {
     id: u64,
@@ -184,6 +187,8 @@ pub(crate) struct UnreliableRecv {
     /// Reference for extending 16-bit ids: one past the highest id seen.
     expected: u64,
     assemblies: VecDeque<(u64, Reassembly)>,
+    /// Sequenced: ids of stale messages already counted as dropped.
+    counted_stale: VecDeque<u64>,
     stats: RecvChannelStats,
 }
 
@@ -196,6 +201,7 @@ impl UnreliableRecv {
             newest: None,
             expected: 0,
             assemblies: VecDeque::new(),
+            counted_stale: VecDeque::new(),
             stats: RecvChannelStats::default(),
         }
     }
@@ -229,7 +235,7 @@ impl UnreliableRecv {
             } => {
                 let full = self.extend_id(id);
                 if self.sequenced && self.newest.is_some_and(|newest| full <= newest) {
-                    self.stats.messages_dropped += 1;
+                    self.count_stale(full);
                     return Ok(());
                 }
                 let position = self.assemblies.iter().position(|(id, _)| *id == full);
@@ -294,9 +300,9 @@ impl UnreliableRecv {
             self.newest = Some(full);
             // Older partial messages can never be delivered now.
             while let Some(index) = self.assemblies.iter().position(|(id, _)| *id < full) {
-                if let Some((_, stale)) = self.assemblies.remove(index) {
+                if let Some((id, stale)) = self.assemblies.remove(index) {
                     stale.discard(budget);
-                    self.stats.messages_dropped += 1;
+                    self.count_stale(id);
                 }
             }
         }
@@ -306,6 +312,18 @@ impl UnreliableRecv {
             channel: ChannelId(self.id),
             data,
         });
+    }
+
+    /// Counts a stale sequenced message once, however many of its fragments arrive.
+    fn count_stale(&mut self, id: u64) {
+        if self.counted_stale.contains(&id) {
+            return;
+        }
+        if self.counted_stale.len() == COUNTED_STALE {
+            self.counted_stale.pop_front();
+        }
+        self.counted_stale.push_back(id);
+        self.stats.messages_dropped += 1;
     }
 
     pub(crate) fn expire(

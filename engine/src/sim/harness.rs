@@ -218,6 +218,8 @@ impl Simulation {
             if done(self) {
                 return Ok(true);
             }
+            // What the application queued since the last step leaves now, not at the next wake.
+            self.flush();
             let next_timer = self
                 .nodes
                 .iter()
