@@ -47,6 +47,8 @@ struct Shared {
     state: Mutex<State>,
     wake_driver: Notify,
     wake_app: Notify,
+    /// Notified (all waiters) after every flush: send buffers may have room again.
+    drained: Notify,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Driver {
             }),
             wake_driver: Notify::new(),
             wake_app: Notify::new(),
+            drained: Notify::new(),
         });
         let task = tokio::spawn(drive(Arc::clone(&shared), socket));
         Ok(Self {
@@ -116,8 +119,75 @@ impl Driver {
         self.with(|endpoint| endpoint.send(connection, channel, data))
     }
 
+    /// Sends, waiting for room while the channel's send buffer is full.
+    async fn send_wait(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        mut data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        loop {
+            let drained = self.shared.drained.notified();
+            match self.send(connection, channel, data) {
+                Err(SendError::BufferFull { data: back, .. }) => {
+                    if self.shared.lock().stopped {
+                        return Err(SendError::NotConnected(back));
+                    }
+                    data = back;
+                    drained.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Queues several messages under one lock, so they share datagrams; stops at the first
+    /// refusal and returns how many were queued and the refusal.
+    fn send_many(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        messages: impl IntoIterator<Item = Bytes>,
+    ) -> (usize, Option<SendError>) {
+        self.with(|endpoint| {
+            let mut queued = 0;
+            for data in messages {
+                if let Err(error) = endpoint.send(connection, channel, data) {
+                    return (queued, Some(error));
+                }
+                queued += 1;
+            }
+            (queued, None)
+        })
+    }
+
     fn try_event(&self) -> Option<Event> {
         self.shared.lock().endpoint.poll_event()
+    }
+
+    /// Waits for at least one event, then moves up to `max` into `out` under one lock.
+    /// Returns `false` once the driver has stopped and no event is left.
+    async fn next_events(&self, out: &mut Vec<Event>, max: usize) -> bool {
+        loop {
+            let notified = self.shared.wake_app.notified();
+            {
+                let mut state = self.shared.lock();
+                let before = out.len();
+                while out.len() - before < max {
+                    match state.endpoint.poll_event() {
+                        Some(event) => out.push(event),
+                        None => break,
+                    }
+                }
+                if out.len() > before {
+                    return true;
+                }
+                if state.stopped {
+                    return false;
+                }
+            }
+            notified.await;
+        }
     }
 
     async fn next_event(&self) -> Option<Event> {
@@ -187,6 +257,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
                 }
             }
             shared.wake_app.notify_one();
+            shared.drained.notify_waiters();
             if let Some(stop_at) = state.stop_at {
                 if state.endpoint.connection_count() == 0 || now >= stop_at {
                     break None;
@@ -253,6 +324,7 @@ async fn drive(shared: Arc<Shared>, socket: UdpSocket) {
     state.error = error;
     drop(state);
     shared.wake_app.notify_one();
+    shared.drained.notify_waiters();
 }
 
 /// Reads up to a batch of datagrams without blocking.
@@ -375,6 +447,35 @@ impl Server {
         data: Bytes,
     ) -> Result<MessageId, SendError> {
         self.driver.send(connection, channel, data)
+    }
+
+    /// Sends, waiting while the channel's send buffer is full (backpressure instead of
+    /// [`SendError::BufferFull`]).
+    pub async fn send_wait(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        self.driver.send_wait(connection, channel, data).await
+    }
+
+    /// Queues several messages at once, so they share datagrams. Returns how many were queued
+    /// and, if one was refused, why (the rest are not queued).
+    pub fn send_many(
+        &self,
+        connection: ConnectionId,
+        channel: ChannelId,
+        messages: impl IntoIterator<Item = Bytes>,
+    ) -> (usize, Option<SendError>) {
+        self.driver.send_many(connection, channel, messages)
+    }
+
+    /// Waits for at least one event, then moves up to `max` waiting events into `out` at once
+    /// (cheaper than one [`next_event`](Self::next_event) per message at high rates).
+    /// Returns `false` once the server has shut down.
+    pub async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
+        self.driver.next_events(out, max).await
     }
 
     /// Queues the same message for every connected client on `channel`; returns how many took it.
@@ -518,6 +619,33 @@ impl Client {
     /// Queues a message for the server; it leaves at once.
     pub fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
         self.driver.send(self.connection, channel, data)
+    }
+
+    /// Sends, waiting while the channel's send buffer is full (backpressure instead of
+    /// [`SendError::BufferFull`]).
+    pub async fn send_wait(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+        self.driver.send_wait(self.connection, channel, data).await
+    }
+
+    /// Queues several messages at once, so they share datagrams. Returns how many were queued
+    /// and, if one was refused, why (the rest are not queued).
+    pub fn send_many(
+        &self,
+        channel: ChannelId,
+        messages: impl IntoIterator<Item = Bytes>,
+    ) -> (usize, Option<SendError>) {
+        self.driver.send_many(self.connection, channel, messages)
+    }
+
+    /// Waits for at least one event, then moves up to `max` waiting events into `out` at once.
+    /// Returns `false` once the client has stopped.
+    pub async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
+        self.driver.next_events(out, max).await
+    }
+
+    /// Endpoint-wide statistics of the client's socket (bytes and datagrams each way, drops).
+    pub fn endpoint_stats(&self) -> EndpointStats {
+        self.driver.with(|endpoint| endpoint.stats().clone())
     }
 
     /// The next event; `None` once the client has stopped. After
