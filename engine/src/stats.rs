@@ -155,12 +155,14 @@ pub struct EndpointStats {
     pub dropped: DropCounters,
 }
 
-/// Bytes per second over the last full one-second window.
+/// Bytes and datagrams per second over the last full one-second window.
 #[derive(Clone, Debug)]
 pub(crate) struct RateMeter {
     window_start: Option<Instant>,
     in_window: u64,
     rate: u64,
+    packets_in_window: u64,
+    packet_rate: u64,
 }
 
 impl RateMeter {
@@ -169,12 +171,31 @@ impl RateMeter {
             window_start: None,
             in_window: 0,
             rate: 0,
+            packets_in_window: 0,
+            packet_rate: 0,
         }
     }
 
+    /// Counts one datagram of `bytes` bytes.
     pub(crate) fn record(&mut self, now: Instant, bytes: u64) {
         self.roll(now);
         self.in_window += bytes;
+        self.packets_in_window += 1;
+    }
+
+    /// Datagrams per second over the last full second before `now`.
+    pub(crate) fn packet_rate(&self, now: Instant) -> u64 {
+        let Some(start) = self.window_start else {
+            return 0;
+        };
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < Duration::from_secs(1) {
+            self.packet_rate
+        } else if elapsed < Duration::from_secs(2) {
+            self.packets_in_window
+        } else {
+            0
+        }
     }
 
     /// Bytes per second over the last full second before `now`.
