@@ -123,6 +123,10 @@ pub struct ConnectionStats {
     pub send_bytes_per_sec: u64,
     /// UDP payload bytes received per second, over the last full second.
     pub recv_bytes_per_sec: u64,
+    /// Datagrams sent per second, over the last full second.
+    pub send_packets_per_sec: u64,
+    /// Datagrams received (and accepted) per second, over the last full second.
+    pub recv_packets_per_sec: u64,
     /// Times the packet-number window moved back to a steady stream of packets below it
     /// (after a forged far-ahead packet number).
     pub resyncs: u64,
@@ -220,12 +224,11 @@ impl RateMeter {
         if elapsed < WINDOW {
             return;
         }
-        self.rate = if elapsed < 2 * WINDOW {
-            self.in_window
-        } else {
-            0
-        };
+        let recent = elapsed < 2 * WINDOW;
+        self.rate = if recent { self.in_window } else { 0 };
+        self.packet_rate = if recent { self.packets_in_window } else { 0 };
         self.in_window = 0;
+        self.packets_in_window = 0;
         self.window_start = Some(if elapsed < 2 * WINDOW {
             start + WINDOW
         } else {

@@ -762,6 +762,8 @@ impl Connection {
         stats.spurious_losses = self.sent.spurious_losses();
         stats.send_bytes_per_sec = self.send_rate.rate(self.last_activity);
         stats.recv_bytes_per_sec = self.recv_rate.rate(self.last_activity);
+        stats.send_packets_per_sec = self.send_rate.packet_rate(self.last_activity);
+        stats.recv_packets_per_sec = self.recv_rate.packet_rate(self.last_activity);
         stats.send_channels = self.send.iter().map(|c| c.stats().clone()).collect();
         stats.recv_channels = self.recv.iter().map(|c| c.stats().clone()).collect();
         stats
