@@ -448,25 +448,12 @@ impl Endpoint {
             return;
         }
         if let Err(reason) = self.check_request(&request) {
-            self.reply(
-                from,
-                Handshake::Reject(Reject {
-                    nonce: request.nonce,
-                    reason: reason.code(),
-                }),
-            );
+            self.reject(from, request.nonce, reason);
             return;
         }
         if self.incoming >= self.config.max_connections && !self.by_addr.contains_key(&from) {
             self.stats.dropped.server_full += 1;
-            let reason = RejectReason::ServerFull.code();
-            self.reply(
-                from,
-                Handshake::Reject(Reject {
-                    nonce: request.nonce,
-                    reason,
-                }),
-            );
+            self.reject(from, request.nonce, RejectReason::ServerFull);
             return;
         }
         let cookie = self.cookies.issue(now, from, request.nonce, &mut self.rng);
@@ -505,13 +492,7 @@ impl Endpoint {
             }
         }
         if let Err(reason) = self.check_request(&request) {
-            self.reply(
-                from,
-                Handshake::Reject(Reject {
-                    nonce: request.nonce,
-                    reason: reason.code(),
-                }),
-            );
+            self.reject(from, request.nonce, reason);
             return;
         }
         if let Some(&existing) = self.by_addr.get(&from) {
@@ -538,14 +519,7 @@ impl Endpoint {
         }
         if self.incoming >= self.config.max_connections {
             self.stats.dropped.server_full += 1;
-            let reason = RejectReason::ServerFull.code();
-            self.reply(
-                from,
-                Handshake::Reject(Reject {
-                    nonce: request.nonce,
-                    reason,
-                }),
-            );
+            self.reject(from, request.nonce, RejectReason::ServerFull);
             return;
         }
         let id = self.insert(Role::Server, from, request.nonce, now);
@@ -568,6 +542,11 @@ impl Endpoint {
             }
         }
         self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    fn reject(&mut self, to: SocketAddr, nonce: u64, reason: RejectReason) {
+        let reason = reason.code();
+        self.reply(to, Handshake::Reject(Reject { nonce, reason }));
     }
 
     fn reply(&mut self, to: SocketAddr, packet: Handshake) {
