@@ -38,6 +38,7 @@
 //! | `endpoint` | [`Endpoint`]: many connections on one socket, server side of the handshake |
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
+//! | [`snapshot`] | world snapshots: delta against acknowledged views, bit packing, quantisation, interpolation buffer, clock sync |
 //! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio, [`PolledEndpoint`] for game loops |
 //! | [`typed`] | serde + postcard encoding of messages |
 #![forbid(unsafe_code)]
@@ -52,6 +53,7 @@ mod error;
 mod fragment;
 mod seq;
 pub mod sim;
+pub mod snapshot;
 mod stats;
 #[cfg(feature = "serde")]
 pub mod typed;

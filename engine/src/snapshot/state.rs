@@ -1,0 +1,157 @@
+//! What a snapshot carries per entity: [`EntityId`] and the [`EntityState`] trait, with a
+//! serde adapter ([`SerdeState`]) for types that do not hand-pack their bits.
+
+#[cfg(feature = "serde")]
+use bytes::Bytes;
+
+use super::{BitReader, BitWriter, SnapshotDecodeError};
+
+/// A stable entity id, chosen by the application (dense small ids encode smallest).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EntityId(pub u32);
+
+/// The replicated state of one entity: its components, already quantised.
+///
+/// Change detection is `PartialEq`: store quantised values (the integers of
+/// [`BoundedFloat::quantize`](super::BoundedFloat::quantize), a [`QuantizedQuat`](super::QuantizedQuat))
+/// so that a value that quantises to the same bits compares equal and costs nothing.
+///
+/// `write_delta`/`read_delta` encode the change from a baseline the client is known to hold;
+/// the defaults send the full state. A good implementation writes one "changed" bit per field
+/// and only the changed fields.
+///
+/// Decoding must never panic: hostile bytes give a [`SnapshotDecodeError`].
+pub trait EntityState: Clone + PartialEq + Send + Sync + 'static {
+    /// Writes the whole state.
+    fn write_full(&self, w: &mut BitWriter<'_>);
+
+    /// Reads a whole state written by [`write_full`](Self::write_full).
+    fn read_full(r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError>;
+
+    /// Writes what changed from `base`. Called only when `self != base`.
+    fn write_delta(&self, base: &Self, w: &mut BitWriter<'_>) {
+        let _ = base;
+        self.write_full(w);
+    }
+
+    /// Reads what [`write_delta`](Self::write_delta) wrote, against the same `base`.
+    fn read_delta(base: &Self, r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
+        let _ = base;
+        Self::read_full(r)
+    }
+}
+
+/// Largest serialised [`SerdeState`] accepted when decoding, in bytes.
+pub const MAX_SERDE_STATE: usize = 64 * 1024;
+
+/// Any serde type as an entity state, encoded with postcard; the delta sends one bit per byte
+/// of the encoding and the bytes that changed, so unchanged fields cost a bit per byte.
+/// Hand-packed [`EntityState`] implementations are smaller; this one needs no code.
+///
+/// ```
+/// use serde::{Deserialize, Serialize};
+/// use tickwire::snapshot::{BitReader, BitWriter, EntityState, SerdeState};
+///
+/// #[derive(Clone, PartialEq, Serialize, Deserialize)]
+/// struct Sensor { reading: i32, battery: u8 }
+///
+/// let old = SerdeState::new(Sensor { reading: 20, battery: 90 }).unwrap();
+/// let new = SerdeState::new(Sensor { reading: 21, battery: 90 }).unwrap();
+/// let mut buf = Vec::new();
+/// new.write_delta(&old, &mut BitWriter::new(&mut buf));
+/// let back = SerdeState::<Sensor>::read_delta(&old, &mut BitReader::new(&buf)).unwrap();
+/// assert_eq!(back.value().reading, 21);
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Clone, Debug)]
+pub struct SerdeState<T> {
+    value: T,
+    encoded: Bytes,
+}
+
+#[cfg(feature = "serde")]
+impl<T> SerdeState<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned,
+{
+    /// Wraps a value, encoding it once.
+    pub fn new(value: T) -> Result<Self, crate::typed::EncodeError> {
+        let encoded = crate::typed::encode(&value)?;
+        Ok(Self { value, encoded })
+    }
+
+    /// The value.
+    pub fn value(&self) -> &T {
+        &self.value
+    }
+
+    fn from_encoded(encoded: Vec<u8>) -> Result<Self, SnapshotDecodeError> {
+        let value = crate::typed::decode(&encoded).map_err(|_| SnapshotDecodeError::Malformed)?;
+        Ok(Self {
+            value,
+            encoded: Bytes::from(encoded),
+        })
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> PartialEq for SerdeState<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.encoded == other.encoded
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<T> EntityState for SerdeState<T>
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn write_full(&self, w: &mut BitWriter<'_>) {
+        w.write_varint(self.encoded.len() as u64);
+        for &byte in self.encoded.iter() {
+            w.write_bits(u64::from(byte), 8);
+        }
+    }
+
+    fn read_full(r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
+        let len = r.read_varint()?;
+        if len > MAX_SERDE_STATE as u64 || len * 8 > r.remaining_bits() as u64 {
+            return Err(SnapshotDecodeError::Malformed);
+        }
+        let mut encoded = Vec::with_capacity(len as usize);
+        for _ in 0..len {
+            encoded.push(r.read_bits(8)? as u8);
+        }
+        Self::from_encoded(encoded)
+    }
+
+    fn write_delta(&self, base: &Self, w: &mut BitWriter<'_>) {
+        if self.encoded.len() != base.encoded.len() {
+            w.write_bool(false);
+            self.write_full(w);
+            return;
+        }
+        w.write_bool(true);
+        for (new, old) in self.encoded.iter().zip(base.encoded.iter()) {
+            if new == old {
+                w.write_bool(false);
+            } else {
+                w.write_bool(true);
+                w.write_bits(u64::from(*new), 8);
+            }
+        }
+    }
+
+    fn read_delta(base: &Self, r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
+        if !r.read_bool()? {
+            return Self::read_full(r);
+        }
+        let mut encoded = base.encoded.to_vec();
+        for byte in &mut encoded {
+            if r.read_bool()? {
+                *byte = r.read_bits(8)? as u8;
+            }
+        }
+        Self::from_encoded(encoded)
+    }
+}
