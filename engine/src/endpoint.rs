@@ -2,6 +2,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -77,7 +78,7 @@ pub struct Endpoint {
     fingerprint: u32,
     rng: StdRng,
     cookies: CookieJar,
-    connections: HashMap<ConnectionId, Connection>,
+    connections: HashMap<ConnectionId, Connection, BuildHasherDefault<IdHasher>>,
     by_addr: HashMap<SocketAddr, ConnectionId>,
     next_id: u64,
     incoming: usize,
@@ -110,7 +111,7 @@ impl Endpoint {
             config,
             rng,
             cookies,
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             by_addr: HashMap::new(),
             next_id: 0,
             incoming: 0,
@@ -168,7 +169,10 @@ impl Endpoint {
             return Err(SendError::NotConnected(data));
         }
         let id = conn.send(channel, data)?;
-        touch(&mut self.transmit_queue, &mut self.timers, conn, connection);
+        // Queueing a message never moves the connection's deadline (retransmission and ack
+        // timers start when a packet is built), so the timer heap is left alone: this runs for
+        // every message and the deadline is costly to compute.
+        enqueue(&mut self.transmit_queue, conn, connection);
         Ok(id)
     }
 
@@ -574,6 +578,28 @@ impl Endpoint {
             add_counters(&mut total, &stats.dropped);
         }
         total
+    }
+}
+
+/// Hashes [`ConnectionId`]s with one multiplication instead of SipHash: the endpoint assigns them
+/// from a counter, so no peer can choose keys that collide, and the map is read for every
+/// message sent. (Addresses, which peers do choose, keep the standard hasher.)
+#[derive(Clone, Copy, Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.write_u64(u64::from(byte));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }
 

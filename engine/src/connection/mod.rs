@@ -105,6 +105,8 @@ pub(crate) struct Connection {
     last_eliciting_sent: Instant,
     ping_due: bool,
     channel_events: Vec<ChannelEvent>,
+    /// Scratch: the frames of the packet being handled, decoded once.
+    frames: Vec<Frame>,
     settled: Vec<Settled>,
     stats: ConnectionStats,
     send_rate: RateMeter,
@@ -187,6 +189,7 @@ impl Connection {
             last_eliciting_sent: now,
             ping_due: false,
             channel_events: Vec::new(),
+            frames: Vec::new(),
             settled: Vec::new(),
             stats: ConnectionStats::default(),
             send_rate: RateMeter::new(),
@@ -376,18 +379,21 @@ impl Connection {
             self.stats.dropped.duplicate += 1;
             return;
         }
-        // Validate every frame before anything changes: garbage neither acts nor refreshes.
+        // Validate every frame before anything changes: garbage neither acts nor refreshes. The
+        // frames are decoded once, into a scratch list the passes below read.
         let mut eliciting = false;
         let mut ack_blocks = false;
+        self.frames.clear();
         for frame in FrameReader::new(&datagram, offset, &self.recv_kinds) {
+            let Ok(frame) = frame else {
+                self.stats.dropped.malformed += 1;
+                return;
+            };
             match frame {
-                Ok(Frame::Ack { .. }) => ack_blocks = true,
-                Ok(_) => eliciting = true,
-                Err(_) => {
-                    self.stats.dropped.malformed += 1;
-                    return;
-                }
+                Frame::Ack { .. } => ack_blocks = true,
+                _ => eliciting = true,
             }
+            self.frames.push(frame);
         }
         if !eliciting && !ack_blocks && header.ack.is_none() {
             // No Tickwire sender builds an empty packet.
@@ -424,9 +430,11 @@ impl Connection {
         if let (Some(ack), Some(largest)) = (header.ack, acked) {
             self.on_ack(now, ack, largest);
         }
+        // Taken out (and put back below) so the passes can change the rest of `self`.
+        let frames = std::mem::take(&mut self.frames);
         if ack_blocks {
-            for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
-                if let Frame::Ack { largest, bits } = frame {
+            for frame in &frames {
+                if let Frame::Ack { largest, bits } = *frame {
                     if let Some(largest) = ack_range(&self.sent, largest) {
                         self.sent.ack(largest, &mut self.settled);
                         ack_bits(&mut self.sent, &mut self.settled, largest, bits);
@@ -438,18 +446,18 @@ impl Connection {
             self.detect_lost(now, events);
         }
 
-        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds).flatten() {
-            let (channel, incoming) = match frame {
+        for frame in &frames {
+            let (channel, incoming) = match *frame {
                 Frame::Control(ControlKind::Ping) | Frame::Ack { .. } => continue,
                 Frame::Message {
                     channel,
                     id,
-                    payload,
+                    ref payload,
                 } => (
                     channel,
                     Incoming::Message {
                         id,
-                        data: datagram.slice(payload),
+                        data: datagram.slice(payload.clone()),
                     },
                 ),
                 Frame::Fragment {
@@ -457,14 +465,14 @@ impl Connection {
                     id,
                     index,
                     count,
-                    payload,
+                    ref payload,
                 } => (
                     channel,
                     Incoming::Fragment {
                         id,
                         index,
                         count,
-                        data: datagram.slice(payload),
+                        data: datagram.slice(payload.clone()),
                     },
                 ),
             };
@@ -480,6 +488,7 @@ impl Connection {
                 self.stats.dropped.violation += 1;
             }
         }
+        self.frames = frames;
         self.flush_channel_events(events);
 
         if eliciting {

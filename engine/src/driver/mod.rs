@@ -13,6 +13,8 @@
 mod conditioner;
 mod polled;
 #[cfg(feature = "tokio")]
+mod socket;
+#[cfg(feature = "tokio")]
 mod udp;
 
 use std::io;

@@ -195,6 +195,10 @@ impl<'a> Writer<'a> {
     }
 
     pub(crate) fn varint(&mut self, mut value: u64) -> Result<(), BufferTooSmall> {
+        if value < 0x80 {
+            // The common case (lengths below 128), without the general loop's copy.
+            return self.u8(value as u8);
+        }
         let mut tmp = [0u8; 10];
         let mut len = 0;
         loop {
