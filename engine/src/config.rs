@@ -170,6 +170,12 @@ pub struct Config {
     pub max_ack_delay: Duration,
     /// Send an acknowledgement at once after this many packets that need one. Default 2.
     pub ack_frequency: u32,
+    /// Ceiling of the congestion window, in bytes of ack-eliciting packets in flight. The
+    /// window starts at 64 KiB, doubles per round trip until a loss, halves on loss (never
+    /// below 32 KiB) and grows by a datagram per round trip after. Games and sensors stay far
+    /// below it; it paces floods and bulk transfers to what the receiver acknowledges.
+    /// Default 8 MiB.
+    pub max_congestion_window: usize,
     /// Floor of the retransmission timeout. Default 10 ms.
     pub min_rto: Duration,
     /// Ceiling of the retransmission timeout, which doubles for each timeout in a row without
@@ -208,6 +214,7 @@ impl Default for Config {
             ack_timeout: Duration::from_secs(10),
             max_ack_delay: Duration::from_millis(5),
             ack_frequency: 2,
+            max_congestion_window: 8 * 1024 * 1024,
             min_rto: Duration::from_millis(10),
             max_rto: Duration::from_secs(2),
             initial_rtt: Duration::from_millis(100),

@@ -130,6 +130,10 @@ pub struct ConnectionStats {
     /// Times the packet-number window moved back to a steady stream of packets below it
     /// (after a forged far-ahead packet number).
     pub resyncs: u64,
+    /// Bytes of ack-eliciting packets sent and neither acknowledged nor declared lost.
+    pub bytes_in_flight: usize,
+    /// Bytes the congestion window allows in flight; new data waits while it is full.
+    pub congestion_window: usize,
     /// Bytes currently held for reassembly of incoming messages.
     pub reassembly_bytes: usize,
     /// Incoming datagrams from this peer dropped, by reason.

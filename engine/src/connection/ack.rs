@@ -208,6 +208,8 @@ pub(crate) enum Fate {
 #[derive(Debug)]
 pub(crate) struct SentPacket {
     pub(crate) time: Instant,
+    /// UDP payload bytes.
+    pub(crate) size: usize,
     pub(crate) eliciting: bool,
     pub(crate) fate: Fate,
     pub(crate) records: Vec<SentRecord>,
@@ -221,6 +223,8 @@ pub(crate) struct SentPackets {
     packets: VecDeque<SentPacket>,
     pool: Vec<Vec<SentRecord>>,
     largest_acked: Option<u64>,
+    /// Bytes of ack-eliciting packets in flight.
+    in_flight: usize,
     /// Every packet below this one is settled (acknowledged, lost, or not ack-eliciting).
     scan_from: u64,
     /// Packets behind the largest acknowledged before one is declared lost; adapts upward.
@@ -233,6 +237,8 @@ pub(crate) struct SentPackets {
 #[derive(Debug)]
 pub(crate) struct Settled {
     pub(crate) packet_number: u64,
+    /// UDP payload bytes of the packet.
+    pub(crate) size: usize,
     pub(crate) fate: Fate,
     pub(crate) records: Vec<SentRecord>,
 }
@@ -244,6 +250,7 @@ impl SentPackets {
             packets: VecDeque::new(),
             pool: Vec::new(),
             largest_acked: None,
+            in_flight: 0,
             scan_from: 0,
             threshold: PACKET_THRESHOLD,
             spurious: 0,
@@ -270,14 +277,19 @@ impl SentPackets {
 
     /// Records packet `next()`; returns packets declared lost because too many are tracked.
     pub(crate) fn push(&mut self, packet: SentPacket, settled: &mut Vec<Settled>) {
+        if packet.eliciting {
+            self.in_flight += packet.size;
+        }
         self.packets.push_back(packet);
         if self.packets.len() > MAX_TRACKED {
             let pn = self.first;
             if let Some(front) = self.packets.front_mut() {
                 if front.fate == Fate::InFlight && front.eliciting {
                     front.fate = Fate::Lost;
+                    self.in_flight -= front.size.min(self.in_flight);
                     settled.push(Settled {
                         packet_number: pn,
+                        size: front.size,
                         fate: Fate::Lost,
                         records: std::mem::take(&mut front.records),
                     });
@@ -317,8 +329,10 @@ impl SentPackets {
         }
         packet.fate = Fate::Acked;
         if packet.eliciting {
+            self.in_flight -= packet.size.min(self.in_flight);
             settled.push(Settled {
                 packet_number: pn,
+                size: packet.size,
                 fate: Fate::Acked,
                 records: std::mem::take(&mut packet.records),
             });
@@ -354,13 +368,20 @@ impl SentPackets {
                 break;
             }
             packet.fate = Fate::Lost;
+            self.in_flight -= packet.size.min(self.in_flight);
             settled.push(Settled {
                 packet_number: pn,
+                size: packet.size,
                 fate: Fate::Lost,
                 records: std::mem::take(&mut packet.records),
             });
         }
         self.trim();
+    }
+
+    /// Bytes of ack-eliciting packets neither acknowledged nor declared lost.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
     }
 
     /// Losses later disproved by an acknowledgement.
@@ -447,6 +468,7 @@ mod tests {
             sent.push(
                 SentPacket {
                     time: now,
+                    size: 100,
                     eliciting: true,
                     fate: Fate::InFlight,
                     records: Vec::new(),

@@ -5,6 +5,7 @@
 //! the server side of the handshake is stateless and lives in the endpoint.
 
 mod ack;
+mod congestion;
 mod rtt;
 
 use std::collections::VecDeque;
@@ -27,6 +28,7 @@ use crate::wire::{
 use crate::{ConnectionId, DisconnectReason, Event, MessageId, RejectReason};
 
 use ack::{Arrival, Fate, ReceivedPackets, SentPacket, SentPackets, Settled};
+use congestion::Congestion;
 pub(crate) use rtt::RttEstimator;
 
 /// Largest data header: first byte, packet number, ack (2 + 4) and a 3-byte ack delay.
@@ -113,6 +115,7 @@ pub(crate) struct Connection {
     recv_rate: RateMeter,
     /// Retransmission timeouts in a row without an acknowledgement.
     rto_backoff: u32,
+    congestion: Congestion,
     /// Valid packets in a row below the packet-number window, and the latest of them.
     too_old_streak: u32,
     too_old_last: u64,
@@ -195,6 +198,7 @@ impl Connection {
             send_rate: RateMeter::new(),
             recv_rate: RateMeter::new(),
             rto_backoff: 0,
+            congestion: Congestion::new(config.max_congestion_window, config.payload_budget),
             too_old_streak: 0,
             too_old_last: 0,
             last_activity: now,
@@ -665,7 +669,10 @@ impl Connection {
 
     fn build_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
-        let has_data = self.ping_due || self.send.iter().any(SendChannel::has_pending);
+        // New data waits while the congestion window is full; acks and pings never do.
+        let window_open = self.sent.in_flight() < self.congestion.window();
+        let has_data =
+            self.ping_due || (window_open && self.send.iter().any(SendChannel::has_pending));
         if !ack_due && !has_data {
             return None;
         }
@@ -696,7 +703,7 @@ impl Connection {
         if self.ping_due && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
             self.ping_due = false;
         }
-        let channels = self.send.len();
+        let channels = if window_open { self.send.len() } else { 0 };
         for step in 0..channels {
             let index = (self.next_channel + step) % channels;
             let Some(half) = self.send.get_mut(index) else {
@@ -746,6 +753,7 @@ impl Connection {
         self.sent.push(
             SentPacket {
                 time: now,
+                size: len,
                 eliciting,
                 fate: Fate::InFlight,
                 records,
@@ -769,6 +777,8 @@ impl Connection {
         stats.latest_rtt = self.rtt.latest();
         stats.reassembly_bytes = self.budget.used;
         stats.spurious_losses = self.sent.spurious_losses();
+        stats.bytes_in_flight = self.sent.in_flight();
+        stats.congestion_window = self.congestion.window();
         stats.send_bytes_per_sec = self.send_rate.rate(self.last_activity);
         stats.recv_bytes_per_sec = self.recv_rate.rate(self.last_activity);
         stats.send_packets_per_sec = self.send_rate.packet_rate(self.last_activity);
@@ -834,8 +844,13 @@ impl Connection {
                 Fate::Acked => {
                     self.stats.packets_acked += 1;
                     self.rto_backoff = 0;
+                    self.congestion.on_acked(packet.size);
                 }
-                Fate::Lost => self.stats.packets_lost += 1,
+                Fate::Lost => {
+                    self.stats.packets_lost += 1;
+                    self.congestion
+                        .on_lost(packet.packet_number, self.sent.next());
+                }
                 Fate::InFlight => {}
             }
             let lost = packet.fate == Fate::Lost;
