@@ -171,8 +171,8 @@ pub struct Config {
     /// Send an acknowledgement at once after this many packets that need one. Default 2.
     pub ack_frequency: u32,
     /// Ceiling of the congestion window, in bytes of ack-eliciting packets in flight. The
-    /// window starts at 64 KiB, doubles per round trip until a loss, halves on loss (never
-    /// below 32 KiB) and grows by a datagram per round trip after. Games and sensors stay far
+    /// window starts at 256 KiB, doubles per round trip until a loss, halves on loss (never
+    /// below 256 KiB) and grows by a datagram per round trip after. Games and sensors stay far
     /// below it; it paces floods and bulk transfers to what the receiver acknowledges.
     /// Default 8 MiB.
     pub max_congestion_window: usize,

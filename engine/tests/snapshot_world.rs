@@ -83,6 +83,9 @@ struct Game {
     world: SnapshotServer<Thing>,
     clients: Vec<Viewer>,
     rng: StdRng,
+    /// Clients report decoded snapshots (`handle_ack`) instead of the transport's delivery
+    /// notification (`handle_delivery`).
+    client_acks: bool,
     next_id: u32,
     removed: BTreeSet<u32>,
     tick: u64,
@@ -90,6 +93,8 @@ struct Game {
 
 struct Viewer {
     node: NodeId,
+    /// The client's connection to the server.
+    to_server: ConnectionId,
     /// The server's connection to this client, once accepted.
     on_server: Option<ConnectionId>,
     snapshots: SnapshotClient<Thing>,
@@ -115,6 +120,7 @@ impl Game {
             world: SnapshotServer::new(SnapshotConfig::default()),
             clients: Vec::new(),
             rng: StdRng::seed_from_u64(seed),
+            client_acks: false,
             next_id: 0,
             removed: BTreeSet::new(),
             tick: 0,
@@ -130,12 +136,14 @@ impl Game {
         };
         let node = self.sim.add_endpoint(addr, config).unwrap();
         let now = self.sim.now();
-        self.sim
+        let to_server = self
+            .sim
             .endpoint_mut(node)
             .connect(self.server_addr, now)
             .unwrap();
         self.clients.push(Viewer {
             node,
+            to_server,
             on_server: None,
             snapshots: SnapshotClient::new(SnapshotConfig::default()),
             gone: BTreeSet::new(),
@@ -203,6 +211,7 @@ impl Game {
         }
         let end = self.sim.now() + period;
         let (server, world, clients) = (self.server, &mut self.world, &mut self.clients);
+        let client_acks = self.client_acks;
         self.sim
             .run_until(period, |sim| {
                 while let Some(event) = sim.poll_event(server) {
@@ -220,7 +229,13 @@ impl Game {
                             message,
                             outcome,
                             ..
-                        } => world.handle_delivery(connection, message, outcome),
+                        } if !client_acks => world.handle_delivery(connection, message, outcome),
+                        Event::Message {
+                            connection, data, ..
+                        } if client_acks => {
+                            let seq = u64::from_be_bytes(data[..8].try_into().unwrap());
+                            world.handle_ack(connection, seq);
+                        }
                         Event::Disconnected { reason, .. } => panic!("server: {reason}"),
                         _ => {}
                     }
@@ -234,6 +249,14 @@ impl Game {
                                     .receive(&data)
                                     .expect("a delta against a baseline the client lacks");
                                 if let Some(decoded) = decoded {
+                                    if client_acks {
+                                        let ack =
+                                            Bytes::copy_from_slice(&decoded.seq.to_be_bytes());
+                                        let to_server = viewer.to_server;
+                                        let _ = sim
+                                            .endpoint_mut(viewer.node)
+                                            .send(to_server, SNAPSHOTS, ack);
+                                    }
                                     let ids: BTreeSet<u32> =
                                         decoded.view.iter().map(|(id, _)| id.0).collect();
                                     for id in &ids {
@@ -306,6 +329,29 @@ fn converges_exactly_within_a_second_of_the_last_change_under_25_percent_loss() 
             game.world.len() > 10,
             "seed {seed}: too small a world to mean much"
         );
+    }
+}
+
+#[test]
+fn client_acknowledgements_work_as_well_on_a_long_lossy_path() {
+    let link = LinkConfig {
+        latency: Duration::from_millis(300),
+        jitter: Duration::from_millis(75),
+        loss: 0.06,
+        ..LinkConfig::default()
+    };
+    for seed in 0..4 {
+        let mut game = Game::new(link.clone(), seed);
+        game.client_acks = true;
+        game.join(40_000);
+        let period = Duration::from_millis(33);
+        for _ in 0..300 {
+            game.step(period, true);
+        }
+        for _ in 0..60 {
+            game.step(period, false);
+        }
+        game.assert_converged(0);
     }
 }
 

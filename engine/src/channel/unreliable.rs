@@ -21,8 +21,10 @@ use crate::stats::{RecvChannelStats, SendChannelStats};
 use crate::wire::FrameBody;
 use crate::{DeliveryOutcome, MessageId};
 
-/// Incomplete fragmented messages kept per channel; the oldest is dropped beyond this.
-const MAX_ASSEMBLIES: usize = 8;
+/// Incomplete fragmented messages kept per channel; the oldest is dropped beyond this (the
+/// connection's reassembly budget bounds their bytes). Generous, because a message dropped
+/// while its last pieces are still on the way is lost although every packet is acknowledged.
+const MAX_ASSEMBLIES: usize = 64;
 
 /// Stale sequenced message ids remembered so that each is counted as dropped once.
 const COUNTED_STALE: usize = 16;

@@ -7,9 +7,10 @@
 //! acknowledgements instead of overrunning its socket.
 
 /// The window at the start of a connection, in bytes.
-pub(crate) const INITIAL_WINDOW: usize = 64 * 1024;
-/// The window never shrinks below this, in bytes.
-pub(crate) const MIN_WINDOW: usize = 32 * 1024;
+pub(crate) const INITIAL_WINDOW: usize = 256 * 1024;
+/// The window never shrinks below this, in bytes: real-time traffic under random loss on a long
+/// path (3.4 Mbit/s at 600 ms RTT) is never throttled by it.
+pub(crate) const MIN_WINDOW: usize = 256 * 1024;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Congestion {
@@ -66,11 +67,11 @@ mod tests {
     fn slow_start_then_halving_once_per_window() {
         let mut c = Congestion::new(1 << 20, 1200);
         let start = c.window();
-        c.on_acked(10_000);
-        assert_eq!(c.window(), start + 10_000);
+        c.on_acked(300_000);
+        assert_eq!(c.window(), start + 300_000);
         c.on_lost(5, 100);
         let halved = c.window();
-        assert_eq!(halved, ((start + 10_000) / 2).max(MIN_WINDOW));
+        assert_eq!(halved, ((start + 300_000) / 2).max(MIN_WINDOW));
         c.on_lost(50, 120);
         assert_eq!(c.window(), halved, "a second loss from the same window");
         c.on_acked(1200);

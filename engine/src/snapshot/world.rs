@@ -27,14 +27,23 @@
 //! seq        varint   snapshot number for this client, from 1
 //! tick       varint   the server's simulation tick
 //! baseline   varint   0: full snapshot; n: delta against snapshot seq - n
-//! entries    repeated while the next bit is 1:
-//!              gap    varint   id - previous id - 1 (previous starts at -1); ids ascend
-//!              kind   2 bits   0 changed (delta against the baseline's state)
-//!                              1 created (full state)
-//!                              2 removed
-//!              state  entity's write_delta / write_full, for kinds 0 and 1
-//! end        1 bit    0
+//! count      varint   number of entries
+//! entries    count times, ids ascending:
+//!              gap    Elias-gamma of (id - previous id), previous starts at -1
+//!                     (1 bit for the next id, 3 bits for a gap of 2 or 3, ...)
+//!              kind   0: changed (delta against the baseline's state)
+//!                     10: created (full state)   11: removed
+//!              state  entity's write_delta / write_full, for changed and created
 //! ```
+//!
+//! ## Acknowledgements
+//!
+//! A snapshot becomes a baseline once the client has it. Two ways to learn that:
+//! [`SnapshotServer::handle_ack`] with the number the client reports after decoding (exact; the
+//! client sends [`Decoded::seq`] back, a few bytes), or [`SnapshotServer::handle_delivery`] with
+//! the transport's delivery notification (no upstream bytes; but a fragmented snapshot whose
+//! reassembly the client dropped still counts as delivered, so prefer `handle_ack` where
+//! snapshots fragment on lossy paths).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -43,18 +52,15 @@ use std::time::Instant;
 use super::{BitReader, BitWriter, EntityId, EntityState, SnapshotDecodeError};
 use crate::{ConnectionId, DeliveryOutcome, MessageId};
 
-const KIND_CHANGED: u64 = 0;
-const KIND_CREATED: u64 = 1;
-const KIND_REMOVED: u64 = 2;
 /// Bits an entry's id gap and kind are assumed to take when filling the budget.
-const ENTRY_HEADER_ESTIMATE: usize = 1 + 16 + 2;
+const ENTRY_HEADER_ESTIMATE: usize = 12;
 
 /// Configuration of snapshots; the same values on server and client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SnapshotConfig {
     /// Snapshots remembered per client on both sides; a baseline older than this many
-    /// snapshots is not used (a full snapshot is sent instead). Default 32 (half a second at
-    /// 60 Hz).
+    /// snapshots is not used (a full snapshot is sent instead). Size it to cover the round trip
+    /// plus a margin at your snapshot rate. Default 64 (about a second at 60 Hz).
     pub history: usize,
     /// Largest snapshot in bytes: entities beyond it wait for the next one, by priority.
     /// Default 3000 (three fragments at the default payload budget).
@@ -72,7 +78,7 @@ pub struct SnapshotConfig {
 impl Default for SnapshotConfig {
     fn default() -> Self {
         Self {
-            history: 32,
+            history: 64,
             max_snapshot_bytes: 3000,
             bandwidth: None,
             max_entities: 65_536,
@@ -342,22 +348,20 @@ impl<S: EntityState> SnapshotServer<S> {
             w.write_varint(seq);
             w.write_varint(tick);
             w.write_varint(base_seq.map_or(0, |b| seq - b));
-            let mut previous: Option<u32> = None;
+            w.write_varint(chosen.len() as u64);
+            let mut next_id: u64 = 0;
             for (index, payload, bits) in &chosen {
                 let change = &changes[*index];
                 let id = change.id();
-                w.write_bool(true);
-                w.write_varint(u64::from(id.0 - previous.map_or(0, |p| p + 1)));
-                previous = Some(id.0);
-                let kind = match change {
-                    Change::Changed(id, _) if base_view.get(*id).is_some() => KIND_CHANGED,
-                    Change::Changed(..) | Change::Created(..) => KIND_CREATED,
-                    Change::Removed(_) => KIND_REMOVED,
-                };
-                w.write_bits(kind, 2);
+                write_gamma(&mut w, u64::from(id.0) - next_id + 1);
+                next_id = u64::from(id.0) + 1;
+                match change {
+                    Change::Changed(id, _) if base_view.get(*id).is_some() => w.write_bool(false),
+                    Change::Changed(..) | Change::Created(..) => w.write_bits(0b01, 2),
+                    Change::Removed(_) => w.write_bits(0b11, 2),
+                }
                 append_bits(&mut w, payload, *bits);
             }
-            w.write_bool(false);
         }
         let bytes = out.len() - start;
 
@@ -401,7 +405,21 @@ impl<S: EntityState> SnapshotServer<S> {
         }
     }
 
-    /// Feeds a transport delivery outcome: an acknowledged snapshot becomes a baseline.
+    /// The client reports it decoded snapshot `seq` ([`Decoded::seq`]): it becomes a baseline.
+    pub fn handle_ack(&mut self, client: ConnectionId, seq: u64) {
+        let Some(record) = self.clients.get_mut(&client) else {
+            return;
+        };
+        if seq >= record.next_seq || !record.sent.iter().any(|s| s.seq == seq) {
+            return;
+        }
+        if record.newest_acked.is_none_or(|acked| seq > acked) {
+            record.newest_acked = Some(seq);
+        }
+    }
+
+    /// Feeds a transport delivery outcome: an acknowledged snapshot becomes a baseline. See
+    /// the module docs for when to prefer [`handle_ack`](Self::handle_ack).
     pub fn handle_delivery(
         &mut self,
         client: ConnectionId,
@@ -534,6 +552,31 @@ fn append_bits(w: &mut BitWriter<'_>, bytes: &[u8], bits: usize) {
     }
 }
 
+/// Elias-gamma code of `value` (at least 1): n zero bits, then the n+1 significant bits of the
+/// value from the top. Small values are short: 1 is one bit, 2 and 3 are three.
+fn write_gamma(w: &mut BitWriter<'_>, value: u64) {
+    let bits = 64 - value.leading_zeros();
+    w.write_bits(0, bits - 1);
+    for shift in (0..bits).rev() {
+        w.write_bool((value >> shift) & 1 == 1);
+    }
+}
+
+fn read_gamma(r: &mut BitReader<'_>) -> Result<u64, SnapshotDecodeError> {
+    let mut zeros = 0u32;
+    while !r.read_bool()? {
+        zeros += 1;
+        if zeros > 32 {
+            return Err(SnapshotDecodeError::TooManyEntities);
+        }
+    }
+    let mut value = 1u64;
+    for _ in 0..zeros {
+        value = value << 1 | u64::from(r.read_bool()?);
+    }
+    Ok(value)
+}
+
 fn varint_bytes(value: u64) -> usize {
     (64 - value.leading_zeros() as usize).max(1).div_ceil(7)
 }
@@ -630,13 +673,18 @@ impl<S: EntityState> SnapshotClient<S> {
         };
         let mut out: Vec<(EntityId, Arc<S>)> = Vec::with_capacity(base.entities.len());
         let mut base_iter = base.entities.iter().peekable();
+        let count = r.read_varint()?;
+        // Each entry takes at least two bits: a hostile count cannot make us loop for long.
+        if count > self.config.max_entities as u64 || count * 2 > r.remaining_bits() as u64 {
+            return Err(SnapshotDecodeError::TooManyEntities);
+        }
         let mut next_id: u64 = 0;
-        while r.read_bool()? {
-            let gap = r.read_varint()?;
-            let id = next_id
-                .checked_add(gap)
-                .filter(|id| *id <= u64::from(u32::MAX))
-                .ok_or(SnapshotDecodeError::TooManyEntities)?;
+        for _ in 0..count {
+            let gap = read_gamma(&mut r)?;
+            let id = next_id + gap - 1;
+            if id > u64::from(u32::MAX) {
+                return Err(SnapshotDecodeError::TooManyEntities);
+            }
             next_id = id + 1;
             let id = EntityId(id as u32);
             while let Some((base_id, state)) = base_iter.peek() {
@@ -653,18 +701,13 @@ impl<S: EntityState> SnapshotClient<S> {
                 }
                 _ => None,
             };
-            match r.read_bits(2)? {
-                KIND_CHANGED => {
-                    let base_state = in_base.ok_or(SnapshotDecodeError::UnknownEntity(id.0))?;
-                    out.push((id, Arc::new(S::read_delta(&base_state, &mut r)?)));
-                }
-                KIND_CREATED => out.push((id, Arc::new(S::read_full(&mut r)?))),
-                KIND_REMOVED => {
-                    if in_base.is_none() {
-                        return Err(SnapshotDecodeError::UnknownEntity(id.0));
-                    }
-                }
-                _ => return Err(SnapshotDecodeError::Malformed),
+            if !r.read_bool()? {
+                let base_state = in_base.ok_or(SnapshotDecodeError::UnknownEntity(id.0))?;
+                out.push((id, Arc::new(S::read_delta(&base_state, &mut r)?)));
+            } else if !r.read_bool()? {
+                out.push((id, Arc::new(S::read_full(&mut r)?)));
+            } else if in_base.is_none() {
+                return Err(SnapshotDecodeError::UnknownEntity(id.0));
             }
             if out.len() > self.config.max_entities {
                 return Err(SnapshotDecodeError::TooManyEntities);
