@@ -442,3 +442,49 @@ fn hostile_snapshot_bytes_are_errors_not_panics() {
         Some(SnapshotDecodeError::UnknownBaseline(7))
     );
 }
+
+#[test]
+fn leaving_and_entering_interest_is_a_removal_and_a_creation() {
+    let mut server = SnapshotServer::new(SnapshotConfig::default());
+    let mut client = SnapshotClient::<Thing>::new(SnapshotConfig::default());
+    let connection = ConnectionId(7);
+    server.add_client(connection);
+    // The client sees only the left half of the world.
+    server.set_interest(
+        connection,
+        Some(Box::new(|_, thing: &Thing| thing.x < 1000)),
+    );
+    let now = std::time::Instant::now();
+    let mut exchange = |server: &mut SnapshotServer<Thing>, tick: u64| {
+        let mut bytes = Vec::new();
+        let info = server.encode(connection, tick, now, &mut bytes).unwrap();
+        let decoded = client.receive(&bytes).unwrap().unwrap();
+        server.handle_ack(connection, decoded.seq);
+        (info, decoded.view)
+    };
+    let near = Thing {
+        x: 10,
+        y: 0,
+        lit: false,
+    };
+    let far = Thing {
+        x: 5000,
+        y: 0,
+        lit: false,
+    };
+    server.set(EntityId(1), near.clone());
+    server.set(EntityId(2), far.clone());
+    let (_, view) = exchange(&mut server, 1);
+    assert_eq!(view.get(EntityId(1)), Some(&near));
+    assert!(view.get(EntityId(2)).is_none(), "outside the filter");
+    // Entity 1 walks away: removed for this client; entity 2 walks in: created, whole.
+    server.set(EntityId(1), far.clone());
+    server.set(EntityId(2), near.clone());
+    let (info, view) = exchange(&mut server, 2);
+    assert_eq!(info.entries, 2);
+    assert!(view.get(EntityId(1)).is_none());
+    assert_eq!(view.get(EntityId(2)), Some(&near));
+    // Nothing changed: an empty delta.
+    let (info, view) = exchange(&mut server, 3);
+    assert_eq!((info.entries, view.len()), (0, 1));
+}
