@@ -249,6 +249,16 @@ impl Game {
                                     .receive(&data)
                                     .expect("a delta against a baseline the client lacks");
                                 if let Some(decoded) = decoded {
+                                    // Never diverge: what the client decoded is exactly what the
+                                    // server recorded it would hold.
+                                    if let Some(expected) = viewer
+                                        .on_server
+                                        .and_then(|c| world.sent_view(c, decoded.seq))
+                                    {
+                                        let got: Vec<_> = decoded.view.iter().collect();
+                                        let want: Vec<_> = expected.iter().collect();
+                                        assert_eq!(got, want, "view {} diverged", decoded.seq);
+                                    }
                                     if client_acks {
                                         let ack =
                                             Bytes::copy_from_slice(&decoded.seq.to_be_bytes());
