@@ -1,0 +1,765 @@
+//! The hub: one Tickwire [`Server`] for every sensor, a database writer thread, and the
+//! per-sensor state (last seen, readings, gaps, duplicates, RTT, clock estimate, battery,
+//! asleep or awake).
+//!
+//! [`Hub::start`] spawns the hub's event loop on the current tokio runtime and returns a
+//! handle. The loop owns all state; the handle talks to it through a channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use thiserror::Error;
+use tickwire::sim::LinkConfig;
+use tickwire::{typed, BindError, ConnectionId, Event, Server};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::clock::{unix_micros, ClockEstimator};
+use crate::protocol::{
+    self, Alert, Command, Downlink, Hello, Reading, SensorKind, Uplink, ALERTS, CONTROL, READINGS,
+};
+use crate::store::{AlertRow, ReadingRow, Store, StoreError};
+use crate::writer::{self, Committed, WriteOp};
+
+/// How the hub runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HubConfig {
+    /// The UDP address to listen on. Default `0.0.0.0:7878`.
+    pub bind: SocketAddr,
+    /// The directory of the database; created if missing. Default `./hub-data`.
+    pub data_dir: PathBuf,
+    /// Simulated network conditions on the hub's socket (both directions). Default `None`.
+    pub link: Option<LinkConfig>,
+    /// An awake sensor not heard from for this long is shown as stale (a sleepy one: this long
+    /// past its announced wake). Default 5 s.
+    pub stale_after: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 7878)),
+            data_dir: PathBuf::from("./hub-data"),
+            link: None,
+            stale_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The hub could not start.
+#[derive(Debug, Error)]
+pub enum HubError {
+    /// The database could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The socket could not be opened.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// A running hub.
+pub struct Hub {
+    control: mpsc::UnboundedSender<Control>,
+    local_addr: SocketAddr,
+    task: tokio::task::JoinHandle<HubStatus>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Hub {
+    /// Opens the database, binds the socket and starts serving. Must be called within a
+    /// tokio runtime.
+    pub async fn start(config: HubConfig) -> Result<Self, HubError> {
+        let store = Store::open(&config.data_dir)?;
+        let mut driver = protocol::hub_config();
+        driver.link = config.link.clone();
+        let server = Server::bind(config.bind, driver).await?;
+        let local_addr = server.local_addr();
+        let (results_tx, results) = mpsc::unbounded_channel();
+        let (ops, writer) = writer::spawn(store, results_tx);
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let state = HubState::new(server, ops, config.stale_after);
+        let task = tokio::spawn(state.run(control_rx, results));
+        Ok(Self {
+            control,
+            local_addr,
+            task,
+            writer: Some(writer),
+        })
+    }
+
+    /// The address the hub listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Queues a command for a sensor (known yet or not). It is sent reliably as soon as the
+    /// sensor is awake, and again in each session until the sensor acknowledges it.
+    pub fn queue_command(&self, sensor_id: u32, command: Command) {
+        let _ = self.control.send(Control::Command(sensor_id, command));
+    }
+
+    /// A snapshot of the hub's state; `None` if the hub has stopped.
+    pub async fn status(&self) -> Option<HubStatus> {
+        let (tx, rx) = oneshot::channel();
+        self.control.send(Control::Status(tx)).ok()?;
+        rx.await.ok()
+    }
+
+    /// Returns once every message the hub has received so far is committed to the database.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.control.send(Control::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+
+    /// Stops: disconnects every sensor, commits what is pending, and returns the final state.
+    pub async fn shutdown(mut self) -> HubStatus {
+        let _ = self.control.send(Control::Shutdown);
+        let status = self.task.await.unwrap_or_default();
+        if let Some(writer) = self.writer.take() {
+            let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        }
+        status
+    }
+}
+
+/// A snapshot of the hub.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubStatus {
+    /// Seconds since the hub started.
+    pub uptime_s: f64,
+    /// Totals over all sensors.
+    pub totals: HubTotals,
+    /// Readings stored per second over the last 60 s, oldest first.
+    pub ingest_per_s: Vec<u64>,
+    /// Every sensor the hub knows, by id.
+    pub sensors: Vec<SensorStatus>,
+}
+
+impl HubStatus {
+    /// The `n` sensors with the most missing readings (gaps), worst first.
+    pub fn worst(&self, n: usize) -> Vec<SensorStatus> {
+        let mut sensors = self.sensors.clone();
+        sensors.sort_by(|a, b| b.gaps.cmp(&a.gaps).then(a.sensor_id.cmp(&b.sensor_id)));
+        sensors.truncate(n);
+        sensors
+    }
+}
+
+/// Totals over all sensors.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct HubTotals {
+    /// Sensors the hub knows of.
+    pub sensors: usize,
+    /// Sensors connected now.
+    pub awake: usize,
+    /// Sensors asleep as announced.
+    pub asleep: usize,
+    /// Sensors not heard from for too long.
+    pub stale: usize,
+    /// Readings received (including duplicates).
+    pub readings_received: u64,
+    /// Readings newly stored.
+    pub readings_stored: u64,
+    /// Readings received again and not stored.
+    pub duplicates: u64,
+    /// Readings missing: per sensor, sequence numbers below the highest seen and not stored.
+    pub gaps: u64,
+    /// Readings stored in the last second.
+    pub readings_per_s: u64,
+    /// Alerts received (including ones sent again).
+    pub alerts_received: u64,
+    /// Alerts newly stored.
+    pub alerts_stored: u64,
+    /// Alert confirmations sent.
+    pub alerts_confirmed: u64,
+    /// Commands waiting for a sensor to wake or acknowledge.
+    pub commands_pending: usize,
+    /// Commands acknowledged by sensors.
+    pub commands_acked: u64,
+    /// Database transactions committed.
+    pub commits: u64,
+    /// Slowest commit, in milliseconds.
+    pub commit_ms_max: f64,
+    /// Failed database transactions (retried).
+    pub db_errors: u64,
+    /// The last database error.
+    pub last_db_error: Option<String>,
+    /// Messages that did not decode.
+    pub malformed: u64,
+}
+
+/// One sensor as the hub sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensorStatus {
+    /// The sensor's id.
+    pub sensor_id: u32,
+    /// What it measures, once it said hello.
+    pub kind: Option<SensorKind>,
+    /// `awake`, `asleep`, `disconnected` (recently) or `stale`.
+    pub state: &'static str,
+    /// Whether it is a sleepy sensor.
+    pub sleepy: bool,
+    /// Seconds since the hub last heard from it.
+    pub last_seen_s: Option<f64>,
+    /// Readings received (including duplicates).
+    pub readings_received: u64,
+    /// Readings stored.
+    pub readings_stored: u64,
+    /// Readings received again and not stored.
+    pub duplicates: u64,
+    /// Sequence numbers below the highest seen that are not stored (yet).
+    pub gaps: u64,
+    /// Alerts newly stored.
+    pub alerts_stored: u64,
+    /// Smoothed round-trip time of the current connection, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Estimated offset of its clock (device minus hub) now, in milliseconds.
+    pub clock_offset_ms: Option<f64>,
+    /// Estimated drift of its clock, in parts per million.
+    pub clock_drift_ppm: Option<f64>,
+    /// Battery charge in percent, as last reported.
+    pub battery_pct: Option<f32>,
+    /// Commands waiting for it.
+    pub pending_commands: usize,
+}
+
+enum Control {
+    Command(u32, Command),
+    Status(oneshot::Sender<HubStatus>),
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// Something received before the sensor's clock was estimated, held until it is.
+enum Held {
+    Readings(Vec<Reading>, i64),
+    Alert(Alert, i64),
+}
+
+#[derive(Default)]
+struct SensorState {
+    kind: Option<SensorKind>,
+    sleepy: bool,
+    connection: Option<ConnectionId>,
+    last_seen: Option<Instant>,
+    /// Announced wake time of a sleeping sensor.
+    asleep_until: Option<Instant>,
+    readings_received: u64,
+    readings_stored: u64,
+    duplicates: u64,
+    max_seq: Option<u64>,
+    alerts_stored: u64,
+    battery_pct: Option<f32>,
+    clock: ClockEstimator,
+    /// Device time minus hub time from the Hello, a fallback before the first ping returns.
+    hello_offset_us: Option<i64>,
+    held: Vec<Held>,
+    held_since: Option<Instant>,
+    pending: VecDeque<(u64, Command)>,
+    next_ping: Option<Instant>,
+    pings_answered: u32,
+}
+
+struct HubState {
+    server: Server,
+    ops: Sender<WriteOp>,
+    sensors: HashMap<u32, SensorState>,
+    connections: HashMap<ConnectionId, u32>,
+    /// Messages of sessions whose hello has not arrived yet.
+    early: HashMap<ConnectionId, Vec<Uplink>>,
+    totals: HubTotals,
+    started: Instant,
+    stale_after: Duration,
+    next_command_id: u64,
+    next_ping_id: u32,
+    ingest: VecDeque<u64>,
+    stored_at_last_second: u64,
+    next_second: Instant,
+}
+
+impl HubState {
+    fn new(server: Server, ops: Sender<WriteOp>, stale_after: Duration) -> Self {
+        let now = Instant::now();
+        // Command ids are unique across hub restarts: they start from the wall clock.
+        let next_command_id = (unix_micros() as u64) << 8;
+        Self {
+            server,
+            ops,
+            sensors: HashMap::new(),
+            connections: HashMap::new(),
+            early: HashMap::new(),
+            totals: HubTotals::default(),
+            started: now,
+            stale_after,
+            next_command_id,
+            next_ping_id: 0,
+            ingest: VecDeque::new(),
+            stored_at_last_second: 0,
+            next_second: now + Duration::from_secs(1),
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut control: mpsc::UnboundedReceiver<Control>,
+        mut results: mpsc::UnboundedReceiver<Result<Committed, String>>,
+    ) -> HubStatus {
+        let mut events = Vec::with_capacity(EVENT_BATCH);
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                alive = self.server.next_events(&mut events, EVENT_BATCH) => {
+                    if !alive {
+                        break;
+                    }
+                    for event in events.drain(..) {
+                        self.handle_event(event);
+                    }
+                }
+                Some(result) = results.recv() => self.handle_commit(result),
+                command = control.recv() => match command {
+                    Some(Control::Command(sensor_id, command)) => self.queue_command(sensor_id, command),
+                    Some(Control::Status(reply)) => {
+                        let _ = reply.send(self.status());
+                    }
+                    Some(Control::Flush(reply)) => self.flush(reply),
+                    Some(Control::Shutdown) | None => break,
+                },
+                _ = tick.tick() => self.handle_tick(),
+            }
+        }
+        // Commit what is held, and let the writer finish.
+        let (tx, _rx) = oneshot::channel();
+        self.flush(tx);
+        let status = self.status();
+        let HubState { server, ops, .. } = self;
+        drop(ops);
+        server.shutdown().await;
+        status
+    }
+
+    fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Message {
+                connection, data, ..
+            } => match typed::decode::<Uplink>(&data) {
+                Ok(message) => self.handle_message(connection, message),
+                Err(_) => self.totals.malformed += 1,
+            },
+            Event::Disconnected { connection, .. } => {
+                self.early.remove(&connection);
+                let Some(sensor_id) = self.connections.remove(&connection) else {
+                    return;
+                };
+                if let Some(sensor) = self.sensors.get_mut(&sensor_id) {
+                    if sensor.connection == Some(connection) {
+                        sensor.connection = None;
+                        sensor.next_ping = None;
+                    }
+                }
+            }
+            Event::Connected { .. } | Event::Delivery { .. } => {}
+        }
+    }
+
+    fn handle_message(&mut self, connection: ConnectionId, message: Uplink) {
+        let now = Instant::now();
+        let received_us = unix_micros();
+        if let Uplink::Hello(hello) = message {
+            self.handle_hello(connection, hello, now, received_us);
+            return;
+        }
+        // Anything else needs a session that said hello. Unreliable readings can overtake a
+        // hello that was lost and sent again: keep them until it arrives.
+        let Some(&sensor_id) = self.connections.get(&connection) else {
+            let early = self.early.entry(connection).or_default();
+            if early.len() < MAX_EARLY {
+                early.push(message);
+            }
+            return;
+        };
+        let Some(sensor) = self.sensors.get_mut(&sensor_id) else {
+            return;
+        };
+        sensor.last_seen = Some(now);
+        match message {
+            Uplink::Hello(_) => {}
+            Uplink::Readings(batch) => {
+                sensor.battery_pct = Some(batch.battery_pct);
+                let n = batch.readings.len() as u64;
+                sensor.readings_received += n;
+                self.totals.readings_received += n;
+                if let Some(max) = batch.readings.iter().map(|r| r.seq).max() {
+                    sensor.max_seq = Some(sensor.max_seq.map_or(max, |m| m.max(max)));
+                }
+                if sensor.clock.samples() >= SYNC_SAMPLES {
+                    store_readings(&self.ops, sensor_id, sensor, &batch.readings, received_us);
+                } else {
+                    sensor.held_since.get_or_insert(now);
+                    sensor
+                        .held
+                        .push(Held::Readings(batch.readings, received_us));
+                }
+            }
+            Uplink::Alert(alert) => {
+                self.totals.alerts_received += 1;
+                if sensor.clock.samples() >= SYNC_SAMPLES {
+                    store_alert(&self.ops, sensor_id, sensor, &alert, received_us);
+                } else {
+                    sensor.held_since.get_or_insert(now);
+                    sensor.held.push(Held::Alert(alert, received_us));
+                }
+            }
+            Uplink::TimeReply(reply) => {
+                sensor.clock.add(
+                    reply.hub_sent_us,
+                    reply.device_received_us,
+                    reply.device_sent_us,
+                    received_us,
+                );
+                sensor.pings_answered += 1;
+                if sensor.clock.samples() >= SYNC_SAMPLES {
+                    release_held(&self.ops, sensor_id, sensor);
+                }
+            }
+            Uplink::CommandAck { command_id } => {
+                let before = sensor.pending.len();
+                sensor.pending.retain(|(id, _)| *id != command_id);
+                self.totals.commands_acked += (before - sensor.pending.len()) as u64;
+            }
+            Uplink::Sleeping { wake_in_ms } => {
+                sensor.asleep_until = Some(now + Duration::from_millis(wake_in_ms));
+            }
+        }
+    }
+
+    fn handle_hello(
+        &mut self,
+        connection: ConnectionId,
+        hello: Hello,
+        now: Instant,
+        received_us: i64,
+    ) {
+        let sensor = self.sensors.entry(hello.sensor_id).or_default();
+        if let Some(old) = sensor.connection.replace(connection) {
+            if old != connection {
+                self.connections.remove(&old);
+                self.server.disconnect(old, CODE_REPLACED);
+            }
+        }
+        self.connections.insert(connection, hello.sensor_id);
+        sensor.kind = Some(hello.kind);
+        sensor.sleepy = hello.sleepy;
+        sensor.last_seen = Some(now);
+        sensor.asleep_until = None;
+        sensor.battery_pct = Some(hello.battery_pct);
+        sensor.hello_offset_us = Some(hello.device_time_us - received_us);
+        sensor.pings_answered = 0;
+        sensor.next_ping = Some(now);
+        for &(command_id, command) in &sensor.pending {
+            send(
+                &self.server,
+                connection,
+                CONTROL,
+                &Downlink::Command {
+                    command_id,
+                    command,
+                },
+            );
+        }
+        let pending_commands = sensor.pending.len() as u32;
+        send(
+            &self.server,
+            connection,
+            CONTROL,
+            &Downlink::Welcome { pending_commands },
+        );
+        self.ping(hello.sensor_id, now);
+        for message in self.early.remove(&connection).unwrap_or_default() {
+            self.handle_message(connection, message);
+        }
+    }
+
+    fn handle_commit(&mut self, result: Result<Committed, String>) {
+        let committed = match result {
+            Ok(committed) => committed,
+            Err(error) => {
+                self.totals.db_errors += 1;
+                self.totals.last_db_error = Some(error);
+                return;
+            }
+        };
+        self.totals.commits += 1;
+        self.totals.commit_ms_max = self
+            .totals
+            .commit_ms_max
+            .max(committed.took.as_secs_f64() * 1000.0);
+        self.totals.alerts_stored += committed.written.alerts_inserted;
+        for (sensor_id, (inserted, duplicates)) in committed.written.readings {
+            self.totals.readings_stored += inserted;
+            self.totals.duplicates += duplicates;
+            if let Some(sensor) = self.sensors.get_mut(&sensor_id) {
+                sensor.readings_stored += inserted;
+                sensor.duplicates += duplicates;
+            }
+        }
+        for (sensor_id, alert_id) in committed.alerts {
+            let Some(sensor) = self.sensors.get_mut(&sensor_id) else {
+                continue;
+            };
+            sensor.alerts_stored += 1;
+            if let Some(connection) = sensor.connection {
+                send(
+                    &self.server,
+                    connection,
+                    ALERTS,
+                    &Downlink::AlertStored { alert_id },
+                );
+                self.totals.alerts_confirmed += 1;
+            }
+        }
+    }
+
+    fn handle_tick(&mut self) {
+        let now = Instant::now();
+        let due: Vec<u32> = self
+            .sensors
+            .iter()
+            .filter(|(_, s)| s.next_ping.is_some_and(|t| t <= now))
+            .map(|(&id, _)| id)
+            .collect();
+        for sensor_id in due {
+            self.ping(sensor_id, now);
+        }
+        // Held too long without a clock sample (pings lost): use the Hello's rough offset.
+        for (&sensor_id, sensor) in &mut self.sensors {
+            if sensor.held_since.is_some_and(|t| now - t > HOLD_LIMIT) {
+                release_held(&self.ops, sensor_id, sensor);
+            }
+        }
+        while now >= self.next_second {
+            let stored = self.totals.readings_stored;
+            self.ingest.push_back(stored - self.stored_at_last_second);
+            self.stored_at_last_second = stored;
+            if self.ingest.len() > 60 {
+                self.ingest.pop_front();
+            }
+            self.next_second += Duration::from_secs(1);
+        }
+    }
+
+    fn ping(&mut self, sensor_id: u32, now: Instant) {
+        let Some(sensor) = self.sensors.get_mut(&sensor_id) else {
+            return;
+        };
+        let Some(connection) = sensor.connection else {
+            sensor.next_ping = None;
+            return;
+        };
+        self.next_ping_id = self.next_ping_id.wrapping_add(1);
+        send(
+            &self.server,
+            connection,
+            READINGS,
+            &Downlink::TimeRequest {
+                ping_id: self.next_ping_id,
+                hub_sent_us: unix_micros(),
+            },
+        );
+        // Quick pings while a session starts, then one a second.
+        let interval = if sensor.pings_answered < 5 {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(1)
+        };
+        sensor.next_ping = Some(now + interval);
+    }
+
+    fn queue_command(&mut self, sensor_id: u32, command: Command) {
+        self.next_command_id += 1;
+        let command_id = self.next_command_id;
+        let sensor = self.sensors.entry(sensor_id).or_default();
+        sensor.pending.push_back((command_id, command));
+        if let Some(connection) = sensor.connection {
+            send(
+                &self.server,
+                connection,
+                CONTROL,
+                &Downlink::Command {
+                    command_id,
+                    command,
+                },
+            );
+        }
+    }
+
+    fn flush(&mut self, reply: oneshot::Sender<()>) {
+        // Take in what the endpoint has already received, then commit everything.
+        while let Some(event) = self.server.try_event() {
+            self.handle_event(event);
+        }
+        for (&sensor_id, sensor) in &mut self.sensors {
+            release_held(&self.ops, sensor_id, sensor);
+        }
+        let _ = self.ops.send(WriteOp::Flush(reply));
+    }
+
+    fn status(&self) -> HubStatus {
+        let now = Instant::now();
+        let now_us = unix_micros();
+        let mut totals = self.totals.clone();
+        totals.sensors = self.sensors.len();
+        totals.awake = 0;
+        totals.asleep = 0;
+        totals.stale = 0;
+        totals.gaps = 0;
+        totals.commands_pending = 0;
+        let mut sensors = Vec::with_capacity(self.sensors.len());
+        for (&sensor_id, s) in &self.sensors {
+            let state = if s.connection.is_some() {
+                "awake"
+            } else if let Some(wake) = s.asleep_until {
+                if now < wake + self.stale_after {
+                    "asleep"
+                } else {
+                    "stale"
+                }
+            } else if s.last_seen.is_some_and(|t| now - t < self.stale_after) {
+                "disconnected"
+            } else {
+                "stale"
+            };
+            match state {
+                "awake" => totals.awake += 1,
+                "asleep" => totals.asleep += 1,
+                "stale" => totals.stale += 1,
+                _ => {}
+            }
+            let gaps = s
+                .max_seq
+                .map_or(0, |m| (m + 1).saturating_sub(s.readings_stored));
+            totals.gaps += gaps;
+            totals.commands_pending += s.pending.len();
+            let rtt_ms = s
+                .connection
+                .and_then(|c| self.server.stats(c))
+                .map(|st| st.rtt.as_secs_f64() * 1000.0);
+            sensors.push(SensorStatus {
+                sensor_id,
+                kind: s.kind,
+                state,
+                sleepy: s.sleepy,
+                last_seen_s: s.last_seen.map(|t| (now - t).as_secs_f64()),
+                readings_received: s.readings_received,
+                readings_stored: s.readings_stored,
+                duplicates: s.duplicates,
+                gaps,
+                alerts_stored: s.alerts_stored,
+                rtt_ms,
+                clock_offset_ms: s.clock.offset_at(now_us).map(|o| o / 1000.0),
+                clock_drift_ppm: s.clock.drift_ppm(),
+                battery_pct: s.battery_pct,
+                pending_commands: s.pending.len(),
+            });
+        }
+        sensors.sort_by_key(|s| s.sensor_id);
+        totals.readings_per_s = self.ingest.back().copied().unwrap_or(0);
+        HubStatus {
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            totals,
+            ingest_per_s: self.ingest.iter().copied().collect(),
+            sensors,
+        }
+    }
+}
+
+fn store_readings(
+    ops: &Sender<WriteOp>,
+    sensor_id: u32,
+    sensor: &SensorState,
+    readings: &[Reading],
+    received_us: i64,
+) {
+    for r in readings {
+        let _ = ops.send(WriteOp::Reading(ReadingRow {
+            sensor_id,
+            seq: r.seq,
+            device_ts: r.device_ts_us,
+            corrected_ts: correct(sensor, r.device_ts_us),
+            received_ts: received_us,
+            value: r.value,
+        }));
+    }
+}
+
+fn store_alert(
+    ops: &Sender<WriteOp>,
+    sensor_id: u32,
+    sensor: &SensorState,
+    alert: &Alert,
+    received_us: i64,
+) {
+    let _ = ops.send(WriteOp::Alert(AlertRow {
+        sensor_id,
+        alert_id: alert.alert_id,
+        seq: alert.reading.seq,
+        device_ts: alert.reading.device_ts_us,
+        corrected_ts: correct(sensor, alert.reading.device_ts_us),
+        received_ts: received_us,
+        value: alert.reading.value,
+        threshold: alert.threshold,
+    }));
+}
+
+/// The device timestamp on the hub's clock: from the fitted estimate, else the Hello's rough
+/// offset, else as is.
+fn correct(sensor: &SensorState, device_us: i64) -> i64 {
+    sensor
+        .clock
+        .correct(device_us)
+        .or_else(|| sensor.hello_offset_us.map(|o| device_us - o))
+        .unwrap_or(device_us)
+}
+
+fn release_held(ops: &Sender<WriteOp>, sensor_id: u32, sensor: &mut SensorState) {
+    sensor.held_since = None;
+    for held in std::mem::take(&mut sensor.held) {
+        match held {
+            Held::Readings(readings, at) => store_readings(ops, sensor_id, sensor, &readings, at),
+            Held::Alert(alert, at) => store_alert(ops, sensor_id, sensor, &alert, at),
+        }
+    }
+}
+
+fn send(
+    server: &Server,
+    connection: ConnectionId,
+    channel: tickwire::ChannelId,
+    message: &Downlink,
+) {
+    // Encoding these plain structs cannot fail; a full send buffer means the sensor is not
+    // reading, and reliable messages are resent in its next session.
+    if let Ok(bytes) = typed::encode(message) {
+        let _: Result<_, _> = server.send(connection, channel, Bytes::clone(&bytes));
+    }
+}
+
+/// Events taken from the server at once.
+const EVENT_BATCH: usize = 4096;
+/// Period of the hub's housekeeping: pings, stale checks, ingest history.
+const TICK: Duration = Duration::from_millis(50);
+/// Longest readings wait for a clock sample before the Hello's rough offset is used.
+const HOLD_LIMIT: Duration = Duration::from_secs(2);
+/// Most messages kept per session while its hello is missing.
+const MAX_EARLY: usize = 1024;
+/// Clock samples wanted before readings are stored with corrected timestamps.
+const SYNC_SAMPLES: usize = 3;
+/// Disconnect code for a session replaced by a newer one of the same sensor.
+const CODE_REPLACED: u16 = 1;

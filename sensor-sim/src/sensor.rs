@@ -1,0 +1,615 @@
+//! Simulated sensors: each its own Tickwire [`Client`] (its own socket), its own clock with an
+//! offset and a drift, a battery, a signal, an outbox of alerts and a backlog of readings.
+//!
+//! Samples are taken on a fixed schedule whatever the network does: a sensor that is
+//! connecting, backing off or asleep takes the samples it missed when it next runs, with the
+//! timestamps they were due at. Readings wait in the backlog until a batch carrying them is
+//! acknowledged; a batch declared lost goes back into the backlog. Alerts wait in the outbox
+//! until the hub says they are committed.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tickwire::sim::LinkConfig;
+use tickwire::{typed, ChannelId, Client, DeliveryOutcome, Event, MessageId};
+use tokio::time::Instant;
+
+use crate::clock::{unix_micros, DeviceClock};
+use crate::protocol::{
+    self, Alert, Command, Downlink, Hello, Reading, ReadingBatch, SensorKind, TimeReply, Uplink,
+    ALERTS, CONTROL, MAX_BATCH, READINGS,
+};
+use crate::signal::Signal;
+
+/// A fleet of sensors to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FleetConfig {
+    /// The hub's address.
+    pub hub: SocketAddr,
+    /// How many sensors.
+    pub count: u32,
+    /// The first sensor's id; the others follow. Default 0.
+    pub first_id: u32,
+    /// Samples per second per sensor. Default 10.
+    pub rate_hz: f64,
+    /// Fraction of sensors (0..=1) that sleep between wakes. Default 0.
+    pub sleepy_fraction: f64,
+    /// How long sleepy sensors sleep between wakes. Default 5 s.
+    pub wake_interval: Duration,
+    /// How long sensors take samples. Default 10 s.
+    pub duration: Duration,
+    /// After `duration`, how long sensors keep trying to deliver what they hold. Default 15 s.
+    pub drain_timeout: Duration,
+    /// Seed of everything random (signals, clocks, jitter, simulated loss). Default 1.
+    pub seed: u64,
+    /// Simulated network conditions on every sensor's socket (both directions). Default `None`.
+    pub link: Option<LinkConfig>,
+    /// Largest clock offset drawn, in either direction. Default 5 s.
+    pub max_clock_offset: Duration,
+    /// Largest clock drift drawn, in either direction, in parts per million. Default 50.
+    pub max_drift_ppm: f64,
+}
+
+impl FleetConfig {
+    /// Defaults for a fleet reporting to `hub`.
+    pub fn new(hub: SocketAddr) -> Self {
+        Self {
+            hub,
+            count: 10,
+            first_id: 0,
+            rate_hz: 10.0,
+            sleepy_fraction: 0.0,
+            wake_interval: Duration::from_secs(5),
+            duration: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(15),
+            seed: 1,
+            link: None,
+            max_clock_offset: Duration::from_secs(5),
+            max_drift_ppm: 50.0,
+        }
+    }
+
+    /// The ids of the fleet's sensors.
+    pub fn ids(&self) -> std::ops::Range<u32> {
+        self.first_id..self.first_id + self.count
+    }
+}
+
+/// What one sensor did.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensorReport {
+    /// Its id.
+    pub sensor_id: u32,
+    /// What it measured.
+    pub kind: SensorKind,
+    /// Whether it slept between wakes.
+    pub sleepy: bool,
+    /// Its clock (the truth the hub's estimate is judged against).
+    #[serde(skip)]
+    pub clock: DeviceClock,
+    /// Samples taken (each sent at least once, unless the drain timed out).
+    pub readings_sent: u64,
+    /// Readings still in the backlog at the end (never acknowledged).
+    pub readings_undelivered: u64,
+    /// Ids of the alerts it raised.
+    pub alerts_raised: Vec<u64>,
+    /// Alerts the hub confirmed as stored.
+    pub alerts_confirmed: u64,
+    /// Alerts still in the outbox at the end.
+    pub alerts_unconfirmed: u64,
+    /// Commands applied, in order.
+    pub commands: Vec<(u64, Command)>,
+    /// Sessions (successful connections).
+    pub sessions: u64,
+    /// Connection attempts that failed.
+    pub connect_failures: u64,
+    /// Battery left, in percent.
+    pub battery_pct: f64,
+    /// The sampling rate at the end, in hertz.
+    pub rate_hz: f64,
+    /// The sleep interval at the end, in milliseconds (sleepy sensors).
+    pub wake_interval_ms: u64,
+}
+
+/// What a fleet did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct FleetReport {
+    /// One report per sensor, by id.
+    pub sensors: Vec<SensorReport>,
+    /// Wall time of the run, in seconds.
+    pub elapsed_s: f64,
+}
+
+/// Runs a fleet until every sensor has taken samples for `duration` and delivered what it
+/// holds (or `drain_timeout` ran out). Must be called within a tokio runtime.
+pub async fn run_fleet(config: FleetConfig) -> FleetReport {
+    let started = std::time::Instant::now();
+    let origin_us = unix_micros();
+    let mut tasks = Vec::with_capacity(config.count as usize);
+    let sleepy_count =
+        (f64::from(config.count) * config.sleepy_fraction.clamp(0.0, 1.0)).round() as u32;
+    for (index, sensor_id) in config.ids().enumerate() {
+        let sleepy = (index as u32) < sleepy_count;
+        let sensor = Sensor::new(&config, sensor_id, sleepy, origin_us);
+        tasks.push(tokio::spawn(sensor.run(config.clone())));
+    }
+    let mut sensors = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        if let Ok(report) = task.await {
+            sensors.push(report);
+        }
+    }
+    FleetReport {
+        sensors,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum SessionEnd {
+    /// The connection was lost.
+    Lost,
+    /// Sleepy sensor: time to sleep.
+    Sleep,
+    /// The run is over and everything is delivered (or the drain timed out).
+    Done,
+}
+
+struct Sensor {
+    id: u32,
+    kind: SensorKind,
+    sleepy: bool,
+    clock: DeviceClock,
+    rng: StdRng,
+    signal: Signal,
+    battery_pct: f64,
+    rate_hz: f64,
+    wake_interval: Duration,
+    /// Instant and true time (µs) of the start, to timestamp samples.
+    start: Instant,
+    start_us: i64,
+    next_sample: Instant,
+    next_seq: u64,
+    stop_at: Instant,
+    drain_until: Instant,
+    backlog: VecDeque<Reading>,
+    in_flight: HashMap<MessageId, Vec<Reading>>,
+    outbox: BTreeMap<u64, Alert>,
+    /// Alerts raised since the last send (the whole outbox is sent at each session start).
+    pending_alerts: Vec<Alert>,
+    next_alert_id: u64,
+    alerts_raised: Vec<u64>,
+    alerts_confirmed: u64,
+    applied: HashSet<u64>,
+    commands: Vec<(u64, Command)>,
+    sessions: u64,
+    connect_failures: u64,
+    datagrams_sent_before: u64,
+}
+
+impl Sensor {
+    fn new(config: &FleetConfig, id: u32, sleepy: bool, origin_us: i64) -> Self {
+        let mut rng = StdRng::seed_from_u64(mix(config.seed, u64::from(id)));
+        let kind = SensorKind::ALL[id as usize % SensorKind::ALL.len()];
+        let max_offset = config.max_clock_offset.as_micros() as i64;
+        let clock = DeviceClock {
+            offset_us: if max_offset > 0 {
+                rng.random_range(-max_offset..=max_offset)
+            } else {
+                0
+            },
+            drift_ppm: (rng.random::<f64>() * 2.0 - 1.0) * config.max_drift_ppm,
+            origin_us,
+        };
+        let signal = Signal::new(kind, &mut rng);
+        let battery_pct = rng.random_range(60.0..100.0);
+        let start = Instant::now();
+        let stop_at = start + config.duration;
+        Self {
+            id,
+            kind,
+            sleepy,
+            clock,
+            signal,
+            battery_pct,
+            rate_hz: config.rate_hz,
+            wake_interval: config.wake_interval,
+            start,
+            start_us: unix_micros(),
+            next_sample: start,
+            next_seq: 0,
+            stop_at,
+            drain_until: stop_at + config.drain_timeout,
+            backlog: VecDeque::new(),
+            in_flight: HashMap::new(),
+            outbox: BTreeMap::new(),
+            pending_alerts: Vec::new(),
+            next_alert_id: 1,
+            alerts_raised: Vec::new(),
+            alerts_confirmed: 0,
+            applied: HashSet::new(),
+            commands: Vec::new(),
+            sessions: 0,
+            connect_failures: 0,
+            datagrams_sent_before: 0,
+            rng,
+        }
+    }
+
+    async fn run(mut self, config: FleetConfig) -> SensorReport {
+        let mut driver = protocol::sensor_config();
+        driver.link = config.link.clone();
+        driver.link_seed = mix(config.seed ^ 0x4c49_4e4b, u64::from(self.id));
+        // Spread the first connections (or first wakes) so the hub is not hit all at once.
+        let first = if self.sleepy {
+            self.wake_interval.mul_f64(self.rng.random::<f64>())
+        } else {
+            Duration::from_millis(500).mul_f64(self.rng.random::<f64>())
+        };
+        let mut wake_at = Instant::now() + first;
+        if !self.sleepy {
+            // An awake sensor powers on when it first connects; a sleepy one samples from the
+            // start and reports at its first wake.
+            tokio::time::sleep_until(wake_at).await;
+            self.power_on(config.duration, config.drain_timeout);
+        }
+        let mut failures = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= self.drain_until {
+                break;
+            }
+            // The end of the run wakes a sleeping sensor to deliver what it holds.
+            let sleep_until = if now < self.stop_at {
+                wake_at.min(self.stop_at)
+            } else {
+                wake_at.min(self.drain_until)
+            };
+            tokio::time::sleep_until(sleep_until).await;
+            self.take_samples(Instant::now());
+            let mut client = match Client::connect(config.hub, driver.clone()).await {
+                Ok(client) => client,
+                Err(_) => {
+                    self.connect_failures += 1;
+                    failures += 1;
+                    wake_at = Instant::now() + self.backoff(failures);
+                    continue;
+                }
+            };
+            failures = 0;
+            self.sessions += 1;
+            self.datagrams_sent_before = 0;
+            let end = self.session(&mut client).await;
+            self.return_in_flight();
+            match end {
+                SessionEnd::Lost => {
+                    wake_at = Instant::now() + self.backoff(1);
+                }
+                SessionEnd::Sleep => {
+                    let wake_in = self.wake_interval;
+                    self.send(
+                        &client,
+                        CONTROL,
+                        &Uplink::Sleeping {
+                            wake_in_ms: wake_in.as_millis() as u64,
+                        },
+                    );
+                    self.wait_reliable_acked(&client, Duration::from_millis(500))
+                        .await;
+                    client.disconnect(0).await;
+                    wake_at = Instant::now() + wake_in;
+                }
+                SessionEnd::Done => {
+                    client.disconnect(0).await;
+                    break;
+                }
+            }
+        }
+        SensorReport {
+            sensor_id: self.id,
+            kind: self.kind,
+            sleepy: self.sleepy,
+            clock: self.clock,
+            readings_sent: self.next_seq,
+            readings_undelivered: self.backlog.len() as u64,
+            alerts_raised: self.alerts_raised,
+            alerts_confirmed: self.alerts_confirmed,
+            alerts_unconfirmed: self.outbox.len() as u64,
+            commands: self.commands,
+            sessions: self.sessions,
+            connect_failures: self.connect_failures,
+            battery_pct: self.battery_pct,
+            rate_hz: self.rate_hz,
+            wake_interval_ms: self.wake_interval.as_millis() as u64,
+        }
+    }
+
+    /// Starts the sampling schedule (and the run's end) now.
+    fn power_on(&mut self, duration: Duration, drain_timeout: Duration) {
+        self.start = Instant::now();
+        self.start_us = unix_micros();
+        self.next_sample = self.start;
+        self.stop_at = self.start + duration;
+        self.drain_until = self.stop_at + drain_timeout;
+    }
+
+    /// One connection: hello, then readings, alerts, clock replies and commands until the
+    /// connection drops, the sensor goes to sleep, or the run is over.
+    async fn session(&mut self, client: &mut Client) -> SessionEnd {
+        let awake_since = Instant::now();
+        let hello = Uplink::Hello(Hello {
+            sensor_id: self.id,
+            kind: self.kind,
+            sleepy: self.sleepy,
+            rate_millihz: (self.rate_hz * 1000.0).round() as u32,
+            wake_interval_ms: self.wake_interval.as_millis() as u64,
+            device_time_us: self.device_now(),
+            battery_pct: self.battery_pct as f32,
+        });
+        self.send(client, CONTROL, &hello);
+        let outbox: Vec<Alert> = self.outbox.values().copied().collect();
+        for alert in outbox {
+            self.send(client, ALERTS, &Uplink::Alert(alert));
+        }
+        self.pending_alerts.clear();
+        self.take_samples(Instant::now());
+        let mut welcomed = false;
+        let mut time_replies = 0u32;
+        let mut tick = self.ticker();
+        loop {
+            tokio::select! {
+                event = client.next_event() => match event {
+                    Some(Event::Message { data, .. }) => {
+                        let Ok(message) = typed::decode::<Downlink>(&data) else {
+                            continue;
+                        };
+                        match message {
+                            Downlink::Welcome { .. } => welcomed = true,
+                            Downlink::TimeRequest { ping_id, hub_sent_us } => {
+                                let device_received_us = self.device_now();
+                                let reply = Uplink::TimeReply(TimeReply {
+                                    ping_id,
+                                    hub_sent_us,
+                                    device_received_us,
+                                    device_sent_us: self.device_now(),
+                                });
+                                self.send(client, READINGS, &reply);
+                                time_replies += 1;
+                            }
+                            Downlink::AlertStored { alert_id } => {
+                                if self.outbox.remove(&alert_id).is_some() {
+                                    self.alerts_confirmed += 1;
+                                }
+                            }
+                            Downlink::Command { command_id, command } => {
+                                if self.applied.insert(command_id) {
+                                    self.apply(command);
+                                    self.commands.push((command_id, command));
+                                    tick = self.ticker();
+                                }
+                                self.send(client, CONTROL, &Uplink::CommandAck { command_id });
+                            }
+                        }
+                    }
+                    Some(Event::Delivery { message, outcome, .. }) => {
+                        if let Some(readings) = self.in_flight.remove(&message) {
+                            if outcome == DeliveryOutcome::Lost {
+                                for r in readings.into_iter().rev() {
+                                    self.backlog.push_front(r);
+                                }
+                            }
+                        }
+                    }
+                    Some(Event::Disconnected { .. }) | None => return SessionEnd::Lost,
+                    Some(Event::Connected { .. }) => {}
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    self.take_samples(now);
+                    self.send_backlog(client);
+                    self.drain_battery(client, now);
+                    let drained = self.backlog.is_empty()
+                        && self.in_flight.is_empty()
+                        && self.outbox.is_empty()
+                        && reliable_acked(client);
+                    if now >= self.stop_at && (drained || now >= self.drain_until) {
+                        return SessionEnd::Done;
+                    }
+                    if self.sleepy && now < self.stop_at {
+                        let ready = welcomed && time_replies >= 2 && drained;
+                        if (ready && now - awake_since >= MIN_AWAKE) || now - awake_since >= MAX_AWAKE {
+                            return SessionEnd::Sleep;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes every sample due by `now` (and before the end of the run) into the backlog.
+    fn take_samples(&mut self, now: Instant) {
+        let period = Duration::from_secs_f64(1.0 / self.rate_hz.max(0.001));
+        let until = now.min(self.stop_at);
+        while self.next_sample <= until {
+            let at = self.next_sample;
+            let true_us = self.start_us + (at - self.start).as_micros() as i64;
+            let t = (at - self.start).as_secs_f64();
+            let (value, crossed) = self.signal.sample(t, &mut self.rng);
+            let reading = Reading {
+                seq: self.next_seq,
+                device_ts_us: self.clock.device_at(true_us),
+                value,
+            };
+            self.next_seq += 1;
+            if crossed {
+                let alert = Alert {
+                    alert_id: self.next_alert_id,
+                    reading,
+                    threshold: self.signal.threshold(),
+                };
+                self.next_alert_id += 1;
+                self.alerts_raised.push(alert.alert_id);
+                self.outbox.insert(alert.alert_id, alert);
+                self.pending_alerts.push(alert);
+            }
+            if self.backlog.len() >= MAX_BACKLOG {
+                self.backlog.pop_front();
+            }
+            self.backlog.push_back(reading);
+            self.next_sample += period;
+        }
+    }
+
+    /// Sends the oldest readings of the backlog in batches, and new alerts.
+    fn send_backlog(&mut self, client: &Client) {
+        for alert in std::mem::take(&mut self.pending_alerts) {
+            self.send(client, ALERTS, &Uplink::Alert(alert));
+        }
+        for _ in 0..MAX_BATCHES_PER_TICK {
+            if self.backlog.is_empty() {
+                return;
+            }
+            let n = self.backlog.len().min(MAX_BATCH);
+            let readings: Vec<Reading> = self.backlog.drain(..n).collect();
+            let batch = Uplink::Readings(ReadingBatch {
+                battery_pct: self.battery_pct as f32,
+                readings: readings.clone(),
+            });
+            let sent = typed::encode(&batch)
+                .ok()
+                .and_then(|bytes| client.send(READINGS, bytes).ok());
+            match sent {
+                Some(id) => {
+                    self.in_flight.insert(id, readings);
+                }
+                None => {
+                    // Refused (buffer full or closing): keep them for later.
+                    for r in readings.into_iter().rev() {
+                        self.backlog.push_front(r);
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, command: Command) {
+        match command {
+            Command::SetRate { rate_millihz } => {
+                self.rate_hz = (f64::from(rate_millihz) / 1000.0).max(0.001);
+            }
+            Command::SetSleepInterval { interval_ms } => {
+                self.wake_interval = Duration::from_millis(interval_ms.max(100));
+            }
+        }
+    }
+
+    /// Readings in flight when a session ends have an unknown fate: send them again (the hub
+    /// drops the copies it already has).
+    fn return_in_flight(&mut self) {
+        let mut readings: Vec<Reading> = self.in_flight.drain().flat_map(|(_, r)| r).collect();
+        readings.sort_by_key(|r| std::cmp::Reverse(r.seq));
+        for r in readings {
+            self.backlog.push_front(r);
+        }
+        // Alerts not confirmed are sent again in the next session (they stay in the outbox).
+        self.pending_alerts.clear();
+    }
+
+    async fn wait_reliable_acked(&self, client: &Client, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while !reliable_acked(client) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn drain_battery(&mut self, client: &Client, now: Instant) {
+        let sent = client.endpoint_stats().datagrams_sent;
+        let datagrams = sent.saturating_sub(self.datagrams_sent_before);
+        self.datagrams_sent_before = sent;
+        let awake_s = self.tick_period().as_secs_f64();
+        let _ = now;
+        self.battery_pct = (self.battery_pct
+            - datagrams as f64 * BATTERY_PER_DATAGRAM
+            - awake_s * BATTERY_PER_AWAKE_S)
+            .max(0.0);
+    }
+
+    fn backoff(&mut self, failures: u32) -> Duration {
+        let ceiling = BACKOFF_BASE
+            .saturating_mul(1 << failures.min(8))
+            .min(BACKOFF_MAX);
+        // Full jitter over the upper half, so reconnecting sensors spread out.
+        ceiling.mul_f64(0.5 + 0.5 * self.rng.random::<f64>())
+    }
+
+    /// The session's work timer, aligned with the sampling schedule so that a reading leaves
+    /// as soon as it is taken.
+    fn ticker(&self) -> tokio::time::Interval {
+        let start = self.next_sample.max(Instant::now());
+        let mut tick = tokio::time::interval_at(start, self.tick_period());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick
+    }
+
+    fn tick_period(&self) -> Duration {
+        Duration::from_secs_f64(1.0 / self.rate_hz.max(0.001)).clamp(MIN_TICK, MAX_TICK)
+    }
+
+    fn device_now(&self) -> i64 {
+        self.clock.device_at(unix_micros())
+    }
+
+    fn send(&self, client: &Client, channel: ChannelId, message: &Uplink) {
+        // Encoding plain structs cannot fail; a refused reliable message is covered by the
+        // outbox (alerts) or the next session's hello.
+        if let Ok(bytes) = typed::encode(message) {
+            let _: Result<_, _> = client.send(channel, Bytes::clone(&bytes));
+        }
+    }
+}
+
+/// Whether every reliable message sent on the connection has been acknowledged.
+fn reliable_acked(client: &Client) -> bool {
+    client.stats().is_none_or(|stats| {
+        [CONTROL, ALERTS].iter().all(|c| {
+            stats
+                .send_channels
+                .get(usize::from(c.0))
+                .is_none_or(|s| s.messages_acked >= s.messages_sent)
+        })
+    })
+}
+
+/// SplitMix64 of `seed` and `n`: independent per-sensor seeds from one run seed.
+fn mix(seed: u64, n: u64) -> u64 {
+    let mut z = seed
+        .wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Most readings a sensor holds; older ones are dropped first.
+const MAX_BACKLOG: usize = 200_000;
+/// Most reading batches sent per tick (backlog drains at up to this × 40 readings a tick).
+const MAX_BATCHES_PER_TICK: usize = 25;
+/// Bounds of the sensor's work period (it follows the sampling period in between).
+const MIN_TICK: Duration = Duration::from_millis(20);
+const MAX_TICK: Duration = Duration::from_millis(100);
+/// A sleepy sensor stays awake at least this long (for clock pings), at most this long.
+const MIN_AWAKE: Duration = Duration::from_millis(300);
+const MAX_AWAKE: Duration = Duration::from_secs(5);
+/// Reconnect backoff: doubling from the base up to the maximum, with jitter.
+const BACKOFF_BASE: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Battery cost of one datagram sent, and of one second awake, in percent.
+const BATTERY_PER_DATAGRAM: f64 = 0.000_5;
+const BATTERY_PER_AWAKE_S: f64 = 0.000_2;

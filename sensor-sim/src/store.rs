@@ -1,0 +1,547 @@
+//! The hub's database: SQLite in WAL mode in the data directory, one file `hub.sqlite3`.
+//!
+//! Readings are unique by `(sensor_id, seq)` and alerts by `(sensor_id, alert_id)`, so a
+//! reading or alert sent twice is stored once (`INSERT OR IGNORE`). Timestamps are integers in
+//! microseconds since the Unix epoch: `device_ts` by the sensor's clock, `corrected_ts` the
+//! hub's estimate of the true time, `received_ts` by the hub's clock.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use thiserror::Error;
+
+/// The database file's name inside the data directory.
+pub const DB_FILE: &str = "hub.sqlite3";
+
+/// The schema this build writes, kept in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// A stored reading.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ReadingRow {
+    /// The sensor.
+    pub sensor_id: u32,
+    /// The sensor's sequence number.
+    pub seq: u64,
+    /// When taken, by the sensor's clock (µs since the epoch).
+    pub device_ts: i64,
+    /// When taken, corrected to the hub's clock (µs since the epoch).
+    pub corrected_ts: i64,
+    /// When the hub received it (µs since the epoch).
+    pub received_ts: i64,
+    /// The value.
+    pub value: f32,
+}
+
+/// A stored alert.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct AlertRow {
+    /// The sensor.
+    pub sensor_id: u32,
+    /// The alert's id, unique per sensor.
+    pub alert_id: u64,
+    /// The sequence number of the reading that raised it.
+    pub seq: u64,
+    /// When raised, by the sensor's clock (µs since the epoch).
+    pub device_ts: i64,
+    /// When raised, corrected to the hub's clock (µs since the epoch).
+    pub corrected_ts: i64,
+    /// When the hub received it (µs since the epoch).
+    pub received_ts: i64,
+    /// The reading's value.
+    pub value: f32,
+    /// The threshold it crossed.
+    pub threshold: f32,
+}
+
+/// What one transaction stored.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Written {
+    /// Per sensor: readings newly stored, and readings already there (duplicates not stored).
+    pub readings: HashMap<u32, (u64, u64)>,
+    /// Alerts newly stored.
+    pub alerts_inserted: u64,
+}
+
+/// The database could not be opened or used.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The data directory cannot be created or written.
+    #[error("cannot write to the data directory {}: {source}; fix its permissions or choose another --data-dir", dir.display())]
+    NotWritable {
+        /// The directory.
+        dir: PathBuf,
+        /// The operating system's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// There is no database in the directory.
+    #[error("no database in {}: point --data-dir at the directory the hub used", dir.display())]
+    Missing {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The database was written by a newer sensor-sim.
+    #[error("{} has schema version {found}, but this sensor-sim knows only up to {SCHEMA_VERSION}: use a newer sensor-sim, or another --data-dir", path.display())]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+    },
+    /// SQLite reported an error.
+    #[error("database {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// The hub's database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `dir` for writing: WAL mode, `synchronous =
+    /// FULL` (a committed transaction survives a crash of the process and of the machine).
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let not_writable = |source| StoreError::NotWritable {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(not_writable)?;
+        let probe = dir.join(".sensor-sim-write-test");
+        std::fs::write(&probe, b"ok").map_err(not_writable)?;
+        let _ = std::fs::remove_file(&probe);
+        let path = dir.join(DB_FILE);
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let conn = Connection::open(&path).map_err(sql)?;
+        let store = Self {
+            conn,
+            path: path.clone(),
+        };
+        store.check_version()?;
+        store
+            .conn
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA busy_timeout = 5000;
+                 CREATE TABLE IF NOT EXISTS readings (
+                     sensor_id INTEGER NOT NULL,
+                     seq INTEGER NOT NULL,
+                     device_ts INTEGER NOT NULL,
+                     corrected_ts INTEGER NOT NULL,
+                     received_ts INTEGER NOT NULL,
+                     value REAL NOT NULL,
+                     UNIQUE (sensor_id, seq)
+                 );
+                 CREATE TABLE IF NOT EXISTS alerts (
+                     sensor_id INTEGER NOT NULL,
+                     alert_id INTEGER NOT NULL,
+                     seq INTEGER NOT NULL,
+                     device_ts INTEGER NOT NULL,
+                     corrected_ts INTEGER NOT NULL,
+                     received_ts INTEGER NOT NULL,
+                     value REAL NOT NULL,
+                     threshold REAL NOT NULL,
+                     UNIQUE (sensor_id, alert_id)
+                 );",
+            )
+            .map_err(sql)?;
+        store
+            .conn
+            .pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql)?;
+        Ok(store)
+    }
+
+    /// Opens an existing database read-only (for queries and summaries while a hub writes).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(DB_FILE);
+        if !path.exists() {
+            return Err(StoreError::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(
+            |source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        let store = Self { conn, path };
+        store.check_version()?;
+        store.sql(store.conn.busy_timeout(std::time::Duration::from_secs(5)))?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Stores readings and alerts in one transaction. Duplicates are counted, not stored.
+    pub fn write(
+        &mut self,
+        readings: &[ReadingRow],
+        alerts: &[AlertRow],
+    ) -> Result<Written, StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        let mut written = Written::default();
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO readings
+                     (sensor_id, seq, device_ts, corrected_ts, received_ts, value)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(sql)?;
+            for r in readings {
+                let n = insert
+                    .execute(params![
+                        r.sensor_id,
+                        r.seq as i64,
+                        r.device_ts,
+                        r.corrected_ts,
+                        r.received_ts,
+                        f64::from(r.value)
+                    ])
+                    .map_err(sql)?;
+                let entry = written.readings.entry(r.sensor_id).or_default();
+                if n == 1 {
+                    entry.0 += 1;
+                } else {
+                    entry.1 += 1;
+                }
+            }
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO alerts
+                     (sensor_id, alert_id, seq, device_ts, corrected_ts, received_ts, value, threshold)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(sql)?;
+            for a in alerts {
+                written.alerts_inserted += insert
+                    .execute(params![
+                        a.sensor_id,
+                        a.alert_id as i64,
+                        a.seq as i64,
+                        a.device_ts,
+                        a.corrected_ts,
+                        a.received_ts,
+                        f64::from(a.value),
+                        f64::from(a.threshold)
+                    ])
+                    .map_err(sql)? as u64;
+            }
+        }
+        tx.commit().map_err(sql)?;
+        Ok(written)
+    }
+
+    /// The largest sensor id stored, if any (to pick fresh ids for a new run).
+    pub fn max_sensor_id(&self) -> Result<Option<u32>, StoreError> {
+        let max: Option<i64> = self
+            .sql(
+                self.conn
+                    .query_row(
+                        "SELECT MAX(m) FROM (SELECT MAX(sensor_id) AS m FROM readings
+                     UNION ALL SELECT MAX(sensor_id) FROM alerts)",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .optional(),
+            )?
+            .flatten();
+        Ok(max.map(|m| m as u32))
+    }
+
+    /// Calls `f` for each reading of sensors in `first..=last`, in no particular order.
+    pub fn for_each_reading(
+        &self,
+        first: u32,
+        last: u32,
+        mut f: impl FnMut(ReadingRow),
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.sql(self.conn.prepare(
+            "SELECT sensor_id, seq, device_ts, corrected_ts, received_ts, value
+             FROM readings WHERE sensor_id BETWEEN ?1 AND ?2",
+        ))?;
+        let rows = self.sql(stmt.query_map(params![first, last], reading_from_row))?;
+        for row in rows {
+            f(self.sql(row)?);
+        }
+        Ok(())
+    }
+
+    /// Per `(sensor_id, alert_id)` of sensors in `first..=last`: how many times it is stored.
+    pub fn alert_counts(
+        &self,
+        first: u32,
+        last: u32,
+    ) -> Result<HashMap<(u32, u64), u64>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare(
+            "SELECT sensor_id, alert_id, COUNT(*) FROM alerts
+             WHERE sensor_id BETWEEN ?1 AND ?2 GROUP BY sensor_id, alert_id",
+        ))?;
+        let rows = self.sql(stmt.query_map(params![first, last], |row| {
+            Ok((
+                (row.get::<_, u32>(0)?, row.get::<_, i64>(1)? as u64),
+                row.get::<_, i64>(2)? as u64,
+            ))
+        }))?;
+        let mut counts = HashMap::new();
+        for row in rows {
+            let (key, n) = self.sql(row)?;
+            counts.insert(key, n);
+        }
+        Ok(counts)
+    }
+
+    /// Rows stored in total: `(readings, alerts)`.
+    pub fn totals(&self) -> Result<(u64, u64), StoreError> {
+        let count = |table: &str| -> Result<u64, StoreError> {
+            let n: i64 = self.sql(self.conn.query_row(
+                &format!("SELECT COUNT(*) FROM {table}"),
+                [],
+                |row| row.get(0),
+            ))?;
+            Ok(n as u64)
+        };
+        Ok((count("readings")?, count("alerts")?))
+    }
+
+    /// Writes readings (or alerts) matching the filter to `out` as CSV or JSON lines, ordered by
+    /// sensor and sequence. `since_us` filters on the corrected timestamp. Returns the row count.
+    pub fn export(&self, query: &ExportQuery, out: &mut dyn Write) -> Result<u64, ExportError> {
+        let (table, columns) = if query.alerts {
+            (
+                "alerts",
+                "sensor_id, alert_id, seq, device_ts, corrected_ts, received_ts, value, threshold",
+            )
+        } else {
+            (
+                "readings",
+                "sensor_id, seq, device_ts, corrected_ts, received_ts, value",
+            )
+        };
+        let order = if query.alerts { "alert_id" } else { "seq" };
+        let sql_text = format!(
+            "SELECT {columns} FROM {table}
+             WHERE (?1 IS NULL OR sensor_id = ?1) AND (?2 IS NULL OR corrected_ts >= ?2)
+             ORDER BY sensor_id, {order}"
+        );
+        let mut stmt = self.sql(self.conn.prepare(&sql_text))?;
+        let mut rows = self.sql(stmt.query(params![query.sensor, query.since_us]))?;
+        let mut n = 0u64;
+        if query.format == ExportFormat::Csv {
+            writeln!(out, "{}", columns.replace(' ', ""))?;
+        }
+        while let Some(row) = self.sql(rows.next())? {
+            let line = if query.alerts {
+                let a = AlertRow {
+                    sensor_id: self.sql(row.get(0))?,
+                    alert_id: self.sql(row.get::<_, i64>(1))? as u64,
+                    seq: self.sql(row.get::<_, i64>(2))? as u64,
+                    device_ts: self.sql(row.get(3))?,
+                    corrected_ts: self.sql(row.get(4))?,
+                    received_ts: self.sql(row.get(5))?,
+                    value: self.sql(row.get::<_, f64>(6))? as f32,
+                    threshold: self.sql(row.get::<_, f64>(7))? as f32,
+                };
+                match query.format {
+                    ExportFormat::Csv => format!(
+                        "{},{},{},{},{},{},{},{}",
+                        a.sensor_id,
+                        a.alert_id,
+                        a.seq,
+                        a.device_ts,
+                        a.corrected_ts,
+                        a.received_ts,
+                        a.value,
+                        a.threshold
+                    ),
+                    ExportFormat::Jsonl => serde_json::to_string(&a)?,
+                }
+            } else {
+                let r = self.sql(reading_from_row(row))?;
+                match query.format {
+                    ExportFormat::Csv => format!(
+                        "{},{},{},{},{},{}",
+                        r.sensor_id, r.seq, r.device_ts, r.corrected_ts, r.received_ts, r.value
+                    ),
+                    ExportFormat::Jsonl => serde_json::to_string(&r)?,
+                }
+            };
+            writeln!(out, "{line}")?;
+            n += 1;
+        }
+        out.flush()?;
+        Ok(n)
+    }
+
+    fn check_version(&self) -> Result<(), StoreError> {
+        let found: i64 = self.sql(
+            self.conn
+                .pragma_query_value(None, "user_version", |row| row.get(0)),
+        )?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found,
+            });
+        }
+        Ok(())
+    }
+
+    fn sql<T>(&self, result: rusqlite::Result<T>) -> Result<T, StoreError> {
+        result.map_err(|source| StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// What [`Store::export`] writes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportQuery {
+    /// Only this sensor; `None`: all.
+    pub sensor: Option<u32>,
+    /// Only rows whose corrected timestamp is at or after this (µs since the epoch).
+    pub since_us: Option<i64>,
+    /// Alerts instead of readings.
+    pub alerts: bool,
+    /// CSV or JSON lines.
+    pub format: ExportFormat,
+}
+
+/// An output format of [`Store::export`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Comma-separated values with a header line.
+    Csv,
+    /// One JSON object per line.
+    Jsonl,
+}
+
+/// [`Store::export`] failed.
+#[derive(Debug, Error)]
+pub enum ExportError {
+    /// Reading the database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the output failed (a closed pipe, a full disk).
+    #[error("could not write the output: {0}")]
+    Output(#[from] std::io::Error),
+    /// A row could not be turned into JSON.
+    #[error("could not encode a row as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+fn reading_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReadingRow> {
+    Ok(ReadingRow {
+        sensor_id: row.get(0)?,
+        seq: row.get::<_, i64>(1)? as u64,
+        device_ts: row.get(2)?,
+        corrected_ts: row.get(3)?,
+        received_ts: row.get(4)?,
+        value: row.get::<_, f64>(5)? as f32,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("sensor-sim-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn reading(sensor_id: u32, seq: u64) -> ReadingRow {
+        ReadingRow {
+            sensor_id,
+            seq,
+            device_ts: 1,
+            corrected_ts: 2,
+            received_ts: 3,
+            value: 4.5,
+        }
+    }
+
+    #[test]
+    fn duplicates_are_counted_not_stored() {
+        let dir = temp_dir("dups");
+        let mut store = Store::open(&dir).unwrap();
+        let w = store.write(&[reading(1, 0), reading(1, 1)], &[]).unwrap();
+        assert_eq!(w.readings[&1], (2, 0));
+        let w = store.write(&[reading(1, 1), reading(1, 2)], &[]).unwrap();
+        assert_eq!(w.readings[&1], (1, 1));
+        assert_eq!(store.totals().unwrap(), (3, 0));
+        assert_eq!(store.max_sensor_id().unwrap(), Some(1));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = temp_dir("newer");
+        drop(Store::open(&dir).unwrap());
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        assert!(matches!(
+            Store::open(&dir),
+            Err(StoreError::NewerSchema { found, .. }) if found == SCHEMA_VERSION + 1
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn export_writes_csv_and_jsonl() {
+        let dir = temp_dir("export");
+        let mut store = Store::open(&dir).unwrap();
+        store.write(&[reading(7, 0), reading(8, 0)], &[]).unwrap();
+        let mut out = Vec::new();
+        let query = ExportQuery {
+            sensor: Some(7),
+            since_us: None,
+            alerts: false,
+            format: ExportFormat::Csv,
+        };
+        assert_eq!(store.export(&query, &mut out).unwrap(), 1);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "sensor_id,seq,device_ts,corrected_ts,received_ts,value\n7,0,1,2,3,4.5\n"
+        );
+        let mut out = Vec::new();
+        let query = ExportQuery {
+            format: ExportFormat::Jsonl,
+            sensor: None,
+            ..query
+        };
+        assert_eq!(store.export(&query, &mut out).unwrap(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

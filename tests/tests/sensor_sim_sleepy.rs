@@ -1,0 +1,93 @@
+//! Sleepy sensors: commands queued on the hub while they sleep reach them at their next
+//! wake, and the backlog they gathered asleep is stored whole.
+
+use std::time::{Duration, Instant};
+
+use sensor_sim::protocol::Command;
+use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, RunSummary, Store};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_while_asleep_arrive_at_the_next_wake() {
+    let dir = std::env::temp_dir().join(format!("sensor-sim-e2e-sleepy-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let hub = Hub::start(HubConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.clone(),
+        ..HubConfig::default()
+    })
+    .await
+    .unwrap();
+    let config = FleetConfig {
+        count: 6,
+        rate_hz: 5.0,
+        sleepy_fraction: 1.0,
+        wake_interval: Duration::from_millis(1500),
+        duration: Duration::from_secs(6),
+        drain_timeout: Duration::from_secs(15),
+        seed: 3,
+        ..FleetConfig::new(hub.local_addr())
+    };
+    let ids: Vec<u32> = config.ids().collect();
+    let fleet = tokio::spawn(run_fleet(config));
+
+    // Wait (bounded) until every sensor has woken once and gone back to sleep.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = hub.status().await.unwrap();
+        let asleep = status
+            .sensors
+            .iter()
+            .filter(|s| s.state == "asleep" && s.readings_stored > 0)
+            .count();
+        if asleep == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sensors never all fell asleep: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for &id in &ids {
+        hub.queue_command(
+            id,
+            Command::SetRate {
+                rate_millihz: 2_000,
+            },
+        );
+        hub.queue_command(id, Command::SetSleepInterval { interval_ms: 1_000 });
+    }
+    let report = tokio::time::timeout(Duration::from_secs(40), fleet)
+        .await
+        .expect("the fleet finished within its bound")
+        .unwrap();
+    for sensor in &report.sensors {
+        let commands: Vec<Command> = sensor.commands.iter().map(|(_, c)| *c).collect();
+        assert_eq!(
+            commands,
+            vec![
+                Command::SetRate {
+                    rate_millihz: 2_000
+                },
+                Command::SetSleepInterval { interval_ms: 1_000 }
+            ],
+            "sensor {}",
+            sensor.sensor_id
+        );
+        assert_eq!(sensor.rate_hz, 2.0);
+        assert_eq!(sensor.wake_interval_ms, 1_000);
+    }
+    let status = hub.status().await.unwrap();
+    assert_eq!(status.totals.commands_pending, 0);
+    hub.flush().await;
+    let store = Store::open_read_only(&dir).unwrap();
+    let summary = RunSummary::from_store(&report, &store).unwrap();
+    assert_eq!(
+        summary.readings_stored,
+        Some(summary.readings_sent),
+        "{summary:?}"
+    );
+    assert_eq!(summary.alerts_lost, Some(0));
+    hub.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
