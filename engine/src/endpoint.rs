@@ -176,8 +176,10 @@ impl Endpoint {
         Ok(id)
     }
 
-    /// Closes a connection gracefully: the peer is told `code` (sent redundantly) and sees
-    /// [`DisconnectReason::Remote`]; this side gets [`DisconnectReason::Local`] at once.
+    /// Closes a connection gracefully: messages already queued are still delivered (for at
+    /// most `ack_timeout`), then the peer is told `code` (sent redundantly) and sees
+    /// [`DisconnectReason::Remote`]; this side gets [`DisconnectReason::Local`] at once and
+    /// `send` refuses new messages.
     /// Codes from 0xFF00 up are reserved for the engine.
     pub fn disconnect(&mut self, connection: ConnectionId, code: u16, now: Instant) {
         let Some(conn) = self.connections.get_mut(&connection) else {
@@ -187,6 +189,7 @@ impl Endpoint {
             now,
             code,
             DisconnectReason::Local { code },
+            true,
             &mut self.events,
         );
         touch(&mut self.transmit_queue, &mut self.timers, conn, connection);
@@ -201,6 +204,7 @@ impl Endpoint {
                     now,
                     CODE_SHUTDOWN,
                     DisconnectReason::Shutdown,
+                    true,
                     &mut self.events,
                 );
                 touch(&mut self.transmit_queue, &mut self.timers, conn, id);

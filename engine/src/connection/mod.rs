@@ -72,6 +72,12 @@ enum State {
         response_sent: Option<(Instant, bool)>,
     },
     Established,
+    /// Closing gracefully: data already queued still goes out and is retransmitted until
+    /// acknowledged; the disconnect copies follow once nothing is left, or at `until`.
+    Draining {
+        code: u16,
+        until: Instant,
+    },
     /// Sending disconnect copies before disappearing.
     Closing {
         code: u16,
@@ -229,7 +235,15 @@ impl Connection {
 
     /// Whether the connection is gone or going: no more sends, no more events but its end.
     pub(crate) fn is_closing(&self) -> bool {
-        matches!(self.state, State::Closing { .. } | State::Closed)
+        matches!(
+            self.state,
+            State::Draining { .. } | State::Closing { .. } | State::Closed
+        )
+    }
+
+    /// Whether data packets flow: established, or draining before a graceful close.
+    fn is_open(&self) -> bool {
+        matches!(self.state, State::Established | State::Draining { .. })
     }
 
     // ---- application calls ----
@@ -244,26 +258,30 @@ impl Connection {
         half.send(data)
     }
 
-    /// Starts a graceful close; the disconnect event is emitted now.
+    /// Starts a graceful close; the disconnect event is emitted now. With `drain`, data
+    /// already queued is delivered first (for at most `ack_timeout`): nothing sent before the
+    /// close is lost to it.
     pub(crate) fn close(
         &mut self,
         now: Instant,
         code: u16,
         reason: DisconnectReason,
+        drain: bool,
         events: &mut VecDeque<Event>,
     ) {
         if self.is_closing() {
             return;
         }
         let established = self.is_established();
-        self.state = if established && self.config.disconnect_copies > 0 {
-            State::Closing {
+        self.state = if !established || self.config.disconnect_copies == 0 {
+            State::Closed
+        } else if drain && self.buffered() > 0 {
+            State::Draining {
                 code,
-                copies_left: self.config.disconnect_copies,
-                next_send: now,
+                until: now + self.config.ack_timeout,
             }
         } else {
-            State::Closed
+            self.closing(code, now)
         };
         events.push_back(Event::Disconnected {
             connection: self.id,
@@ -276,7 +294,20 @@ impl Connection {
         self.close_silently(reason, events);
     }
 
+    fn closing(&self, code: u16, now: Instant) -> State {
+        State::Closing {
+            code,
+            copies_left: self.config.disconnect_copies,
+            next_send: now,
+        }
+    }
+
     fn close_silently(&mut self, reason: DisconnectReason, events: &mut VecDeque<Event>) {
+        if let State::Draining { .. } = self.state {
+            // Already reported when the close began.
+            self.state = State::Closed;
+            return;
+        }
         if self.is_closing() {
             return;
         }
@@ -347,9 +378,10 @@ impl Connection {
                 self.close_silently(DisconnectReason::Remote { code }, events);
                 Ok(())
             }
-            (Handshake::Disconnect(Disconnect { token, .. }), State::Closing { .. })
-                if token == self.nonce =>
-            {
+            (
+                Handshake::Disconnect(Disconnect { token, .. }),
+                State::Closing { .. } | State::Draining { .. },
+            ) if token == self.nonce => {
                 // Both sides closed at once: stop sending copies.
                 self.state = State::Closed;
                 Ok(())
@@ -368,7 +400,7 @@ impl Connection {
         datagram: Bytes,
         events: &mut VecDeque<Event>,
     ) {
-        if !self.is_established() {
+        if !self.is_open() {
             self.stats.dropped.unexpected += 1;
             return;
         }
@@ -516,6 +548,12 @@ impl Connection {
                 return;
             }
             State::Established => {}
+            State::Draining { code, until } => {
+                if now >= until || self.buffered() == 0 {
+                    self.state = self.closing(code, now);
+                    return;
+                }
+            }
             State::Closing { .. } | State::Closed => return,
         }
         if now.saturating_duration_since(self.last_received) >= self.config.idle_timeout {
@@ -532,6 +570,7 @@ impl Connection {
                 now,
                 CODE_UNACKNOWLEDGED,
                 DisconnectReason::Unacknowledged,
+                false,
                 events,
             );
             return;
@@ -565,8 +604,11 @@ impl Connection {
             } => Some(next_send.min(started + self.config.handshake_timeout)),
             State::Closing { next_send, .. } => Some(next_send),
             State::Closed => None,
-            State::Established => {
+            State::Established | State::Draining { .. } => {
                 let mut deadline = self.last_received + self.config.idle_timeout;
+                if let State::Draining { until, .. } = self.state {
+                    deadline = deadline.min(until);
+                }
                 let mut consider = |t: Option<Instant>| {
                     if let Some(t) = t {
                         deadline = deadline.min(t);
@@ -600,6 +642,12 @@ impl Connection {
     /// Writes the next datagram for this connection into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.last_activity = now;
+        if let State::Draining { code, .. } = self.state {
+            if self.buffered() == 0 {
+                // Everything was acknowledged: say goodbye.
+                self.state = self.closing(code, now);
+            }
+        }
         let len = match &mut self.state {
             State::Connecting {
                 cookie,
@@ -659,7 +707,7 @@ impl Connection {
                 packet.encode(buf).ok()?
             }
             State::Closed => return None,
-            State::Established => self.build_data(now, buf)?,
+            State::Established | State::Draining { .. } => self.build_data(now, buf)?,
         };
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;

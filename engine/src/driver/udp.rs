@@ -222,7 +222,9 @@ impl Driver {
             let mut state = self.shared.lock();
             let now = Instant::now();
             close(&mut state.endpoint, now);
-            state.stop_at = Some(now + SHUTDOWN_GRACE);
+            // Draining connections deliver what was queued first, for at most `ack_timeout`.
+            let drain = state.endpoint.config().ack_timeout;
+            state.stop_at = Some(now + drain + SHUTDOWN_GRACE);
         }
         self.shared.wake_driver.notify_one();
         if let Some(task) = self.task.take() {
