@@ -192,6 +192,22 @@ fn open_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<std::net::UdpSoc
     Ok(socket.into())
 }
 
+/// The endpoint and, if configured, the simulated link of a driver about to start.
+fn endpoint_and_link(
+    config: DriverConfig,
+) -> Result<(crate::Endpoint, Option<conditioner::Conditioner>), BindError> {
+    let conditioner = match &config.link {
+        Some(link) => Some(
+            conditioner::Conditioner::new(link, config.link_seed)
+                .map_err(|e| BindError::Config(e.into()))?,
+        ),
+        None => None,
+    };
+    let endpoint = crate::Endpoint::new(config.endpoint, std::time::Instant::now())
+        .map_err(|e| BindError::Config(e.into()))?;
+    Ok((endpoint, conditioner))
+}
+
 /// The wildcard address of the same family as `server`, for a client socket.
 fn client_bind_addr(server: SocketAddr) -> SocketAddr {
     if server.is_ipv4() {

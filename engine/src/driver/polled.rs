@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::conditioner::Conditioner;
-use super::{client_bind_addr, open_socket, BindError, DriverConfig};
+use super::{client_bind_addr, endpoint_and_link, open_socket, BindError, DriverConfig};
 use crate::{
     ChannelId, ConnectError, ConnectionId, ConnectionStats, Endpoint, Event, MessageId, SendError,
 };
@@ -71,15 +71,7 @@ impl PolledEndpoint {
         let local_addr = socket
             .local_addr()
             .map_err(|e| BindError::from_io(addr, e))?;
-        let conditioner = match &config.link {
-            Some(link) => Some(
-                Conditioner::new(link, config.link_seed)
-                    .map_err(|e| BindError::Config(e.into()))?,
-            ),
-            None => None,
-        };
-        let endpoint = Endpoint::new(config.endpoint, Instant::now())
-            .map_err(|e| BindError::Config(e.into()))?;
+        let (endpoint, conditioner) = endpoint_and_link(config)?;
         let send_buf = vec![0; endpoint.transmit_buffer_size()];
         Ok(Self {
             socket,

@@ -19,7 +19,9 @@ use tokio::task::JoinHandle;
 
 use super::conditioner::Conditioner;
 use super::socket::{Inbox, Outbox};
-use super::{client_bind_addr, open_socket, BindError, ClientError, DriverConfig};
+use super::{
+    client_bind_addr, endpoint_and_link, open_socket, BindError, ClientError, DriverConfig,
+};
 use crate::sim::LinkConfig;
 use crate::sim::LinkConfigError;
 use crate::{
@@ -74,15 +76,7 @@ impl Driver {
             .map_err(|e| BindError::from_io(addr, e))?;
         let socket = UdpSocket::from_std(std_socket).map_err(|e| BindError::from_io(addr, e))?;
         let io = UdpSocketState::new((&socket).into()).map_err(|e| BindError::from_io(addr, e))?;
-        let conditioner = match &config.link {
-            Some(link) => Some(
-                Conditioner::new(link, config.link_seed)
-                    .map_err(|e| BindError::Config(e.into()))?,
-            ),
-            None => None,
-        };
-        let endpoint = Endpoint::new(config.endpoint, Instant::now())
-            .map_err(|e| BindError::Config(e.into()))?;
+        let (endpoint, conditioner) = endpoint_and_link(config)?;
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 endpoint,
