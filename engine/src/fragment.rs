@@ -97,6 +97,8 @@ impl Reassembly {
             return Err(FragmentError::Inconsistent);
         }
         let is_last = index + 1 == count;
+        // The piece size a first non-last piece teaches, kept only once that piece is accepted.
+        let mut learnt = None;
         if !is_last {
             match self.piece_size {
                 None => {
@@ -107,7 +109,7 @@ impl Reassembly {
                     if total_min > max_message_size {
                         return Err(FragmentError::TooLarge);
                     }
-                    self.piece_size = Some(piece.len());
+                    learnt = Some(piece.len());
                 }
                 Some(size) if size != piece.len() => return Err(FragmentError::Inconsistent),
                 Some(_) => {}
@@ -125,6 +127,9 @@ impl Reassembly {
             return Err(FragmentError::TooLarge);
         }
         budget.charge(piece.len())?;
+        if learnt.is_some() {
+            self.piece_size = learnt;
+        }
         if self.pieces.len() <= slot {
             self.pieces.resize(slot + 1, None);
         }
@@ -211,6 +216,30 @@ mod tests {
         );
         r.discard(&mut budget);
         assert_eq!(budget.used, 0);
+    }
+
+    #[test]
+    fn a_refused_first_piece_does_not_fix_the_piece_size() {
+        let now = Instant::now();
+        let mut budget = ReassemblyBudget::new(6);
+        let mut r = Reassembly::new(3, now);
+        // Refused: over the budget. It must not teach its size.
+        assert_eq!(
+            r.insert(0, 3, Bytes::from_static(b"aaaaaaaa"), 100, &mut budget),
+            Err(FragmentError::OverBudget)
+        );
+        assert_eq!(
+            r.insert(0, 3, Bytes::from_static(b"aa"), 100, &mut budget),
+            Ok(false)
+        );
+        assert_eq!(
+            r.insert(1, 3, Bytes::from_static(b"bb"), 100, &mut budget),
+            Ok(false)
+        );
+        assert_eq!(
+            r.insert(2, 3, Bytes::from_static(b"c"), 100, &mut budget),
+            Ok(true)
+        );
     }
 
     #[test]

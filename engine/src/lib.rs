@@ -41,6 +41,7 @@
 //! | [`snapshot`] | world snapshots: delta against acknowledged views, bit packing, quantisation, interpolation buffer, clock sync |
 //! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio, [`PolledEndpoint`] for game loops |
 //! | [`typed`] | serde + postcard encoding of messages |
+//! | [`fuzzing`] | harness bodies for the fuzzers in `fuzz/`, replayed by `cargo test` |
 #![forbid(unsafe_code)]
 
 mod channel;
@@ -51,6 +52,7 @@ mod driver;
 mod endpoint;
 mod error;
 mod fragment;
+pub mod fuzzing;
 mod seq;
 pub mod sim;
 pub mod snapshot;

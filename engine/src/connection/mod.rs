@@ -4,7 +4,7 @@
 //! The [`Endpoint`](crate::Endpoint) owns connections and routes datagrams to them by address;
 //! the server side of the handshake is stateless and lives in the endpoint.
 
-mod ack;
+pub(crate) mod ack;
 mod congestion;
 mod rtt;
 
