@@ -188,7 +188,7 @@ impl Inbox {
             Err(e) => return Err(e),
         }
         let full = count == BATCH_SIZE;
-        for (meta, slot) in self.metas[..count].iter().zip(self.slots.chunks(SLOT)) {
+        for (meta, slot) in self.metas.iter().take(count).zip(self.slots.chunks(SLOT)) {
             let Some(data) = slot.get(..meta.len) else {
                 continue;
             };
