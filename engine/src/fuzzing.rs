@@ -543,12 +543,16 @@ impl Session {
 
 // ---- snapshots ----
 
-/// A small entity state: two coordinates and a flag, with one "changed" bit per field.
+/// The entity state [`snapshot_decoding`] decodes: two 18-bit coordinates and a flag, with one
+/// "changed" bit per field in deltas. Public so that seed corpora can be built with it.
 #[derive(Clone, Debug, PartialEq)]
-struct Probe {
-    x: u32,
-    y: u32,
-    lit: bool,
+pub struct Probe {
+    /// First coordinate, below 2^18.
+    pub x: u32,
+    /// Second coordinate, below 2^18.
+    pub y: u32,
+    /// A flag.
+    pub lit: bool,
 }
 
 impl EntityState for Probe {

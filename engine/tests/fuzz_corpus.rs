@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tickwire::snapshot::{
-    BitReader, BitWriter, EntityId, EntityState, SnapshotConfig, SnapshotDecodeError,
-    SnapshotServer,
-};
+use tickwire::fuzzing::Probe;
+use tickwire::snapshot::{EntityId, SnapshotConfig, SnapshotServer};
 use tickwire::{fuzzing, ChannelId, Config, ConnectionId, Endpoint};
 
 #[test]
@@ -385,40 +383,6 @@ fn scripted_session() -> Vec<(bool, Vec<u8>)> {
     client.disconnect(connection, 7, now);
     exchange(&mut server, &mut client, now);
     captured
-}
-
-/// The harness's entity state, with the same encoding.
-#[derive(Clone, Debug, PartialEq)]
-struct Probe {
-    x: u32,
-    y: u32,
-    lit: bool,
-}
-
-impl EntityState for Probe {
-    fn write_full(&self, w: &mut BitWriter<'_>) {
-        w.write_bits(u64::from(self.x), 18);
-        w.write_bits(u64::from(self.y), 18);
-        w.write_bool(self.lit);
-    }
-
-    fn read_full(r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
-        Ok(Self {
-            x: r.read_bits(18)? as u32,
-            y: r.read_bits(18)? as u32,
-            lit: r.read_bool()?,
-        })
-    }
-
-    fn write_delta(&self, base: &Self, w: &mut BitWriter<'_>) {
-        for (new, old) in [(self.x, base.x), (self.y, base.y)] {
-            w.write_bool(new != old);
-            if new != old {
-                w.write_varint_signed(i64::from(new) - i64::from(old));
-            }
-        }
-        w.write_bool(self.lit);
-    }
 }
 
 /// Snapshots 3 and later as the harness's server would send them: deltas against 2 and 1, and
