@@ -9,65 +9,18 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use tickwire::fuzzing::Probe;
 use tickwire::sim::{LinkConfig, NodeId, Simulation};
 use tickwire::snapshot::{
-    BitReader, BitWriter, EntityId, EntityState, SnapshotClient, SnapshotConfig,
-    SnapshotDecodeError, SnapshotServer,
+    BitWriter, EntityId, SnapshotClient, SnapshotConfig, SnapshotDecodeError, SnapshotServer,
 };
 use tickwire::{ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, ConnectionId, Event};
 
 const SNAPSHOTS: ChannelId = ChannelId(0);
 
-/// A small entity: two quantised coordinates and a flag, one "changed" bit per field.
-#[derive(Clone, Debug, PartialEq)]
-struct Thing {
-    x: u32,
-    y: u32,
-    lit: bool,
-}
-
-impl EntityState for Thing {
-    fn write_full(&self, w: &mut BitWriter<'_>) {
-        w.write_bits(u64::from(self.x), 18);
-        w.write_bits(u64::from(self.y), 18);
-        w.write_bool(self.lit);
-    }
-
-    fn read_full(r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
-        Ok(Thing {
-            x: r.read_bits(18)? as u32,
-            y: r.read_bits(18)? as u32,
-            lit: r.read_bool()?,
-        })
-    }
-
-    fn write_delta(&self, base: &Self, w: &mut BitWriter<'_>) {
-        for (new, old) in [(self.x, base.x), (self.y, base.y)] {
-            w.write_bool(new != old);
-            if new != old {
-                w.write_varint_signed(i64::from(new) - i64::from(old));
-            }
-        }
-        w.write_bool(self.lit);
-    }
-
-    fn read_delta(base: &Self, r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
-        let mut field = |old: u32| -> Result<u32, SnapshotDecodeError> {
-            if !r.read_bool()? {
-                return Ok(old);
-            }
-            let value = i64::from(old) + r.read_varint_signed()?;
-            u32::try_from(value).map_err(|_| SnapshotDecodeError::Malformed)
-        };
-        let x = field(base.x)?;
-        let y = field(base.y)?;
-        Ok(Thing {
-            x,
-            y,
-            lit: r.read_bool()?,
-        })
-    }
-}
+/// The entity: the fuzzing harness's probe state (two 18-bit coordinates and a flag, one
+/// "changed" bit per field in deltas).
+type Thing = Probe;
 
 fn layout() -> ChannelLayout {
     ChannelLayout::symmetric(vec![ChannelConfig {

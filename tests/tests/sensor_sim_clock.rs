@@ -4,20 +4,15 @@
 use std::time::Duration;
 
 use sensor_sim::clock::unix_micros;
-use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, RunSummary, Store};
+mod support;
+
+use sensor_sim::{run_fleet, FleetConfig, RunSummary, Store};
 use tickwire::sim::LinkConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_offsets_are_estimated_within_50_ms() {
-    let dir = std::env::temp_dir().join(format!("sensor-sim-e2e-clock-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let hub = Hub::start(HubConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.clone(),
-        ..HubConfig::default()
-    })
-    .await
-    .unwrap();
+    let dir = support::fresh_dir("clock");
+    let hub = support::start_hub(&dir).await;
     let config = FleetConfig {
         count: 20,
         rate_hz: 10.0,

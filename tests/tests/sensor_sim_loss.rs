@@ -1,27 +1,16 @@
 //! sensor-sim over loopback with 5 % loss each way: at least 94 % of readings stored, none
 //! stored twice, every alert stored exactly once. Counts come from the hub's database.
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::Duration;
 
-use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, RunSummary, Store};
+use sensor_sim::{run_fleet, FleetConfig, RunSummary, Store};
 use tickwire::sim::LinkConfig;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sensor-sim-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 async fn run_lossy(name: &str, sensors: u32, duration: Duration) -> RunSummary {
-    let dir = temp_dir(name);
-    let hub = Hub::start(HubConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.clone(),
-        ..HubConfig::default()
-    })
-    .await
-    .expect("start the hub");
+    let dir = support::fresh_dir(name);
+    let hub = support::start_hub(&dir).await;
     let fleet = FleetConfig {
         count: sensors,
         rate_hz: 10.0,

@@ -4,19 +4,14 @@
 use std::time::{Duration, Instant};
 
 use sensor_sim::protocol::Command;
-use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, RunSummary, Store};
+mod support;
+
+use sensor_sim::{run_fleet, FleetConfig, RunSummary, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_while_asleep_arrive_at_the_next_wake() {
-    let dir = std::env::temp_dir().join(format!("sensor-sim-e2e-sleepy-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let hub = Hub::start(HubConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.clone(),
-        ..HubConfig::default()
-    })
-    .await
-    .unwrap();
+    let dir = support::fresh_dir("sleepy");
+    let hub = support::start_hub(&dir).await;
     let config = FleetConfig {
         count: 6,
         rate_hz: 5.0,
