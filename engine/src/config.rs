@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::secure::{ConnectToken, Security};
+
 /// The largest UDP payload Tickwire will ever build, whatever the configuration says.
 pub const MAX_DATAGRAM_SIZE: usize = 65_507;
 
@@ -196,6 +198,12 @@ pub struct Config {
     /// Seed for all randomness (cookie secrets, nonces). `None` draws one from the OS;
     /// set it in tests and simulations so a run replays bit for bit.
     pub seed: Option<u64>,
+    /// Server: whether clients need a connect token ([`Security::Tokens`]), which also
+    /// encrypts and authenticates every session. Default [`Security::Unsecured`].
+    pub security: Security,
+    /// Client: the token [`Endpoint::connect`](crate::Endpoint::connect) presents, making the
+    /// session secure (the drivers connect this way). Default `None`: unsecured.
+    pub connect_token: Option<ConnectToken>,
 }
 
 impl Default for Config {
@@ -223,6 +231,8 @@ impl Default for Config {
             disconnect_copies: 10,
             disconnect_interval: Duration::from_millis(10),
             seed: None,
+            security: Security::Unsecured,
+            connect_token: None,
         }
     }
 }
@@ -261,7 +271,9 @@ impl Config {
                 if channel.max_message_size > self.max_reassembly_bytes {
                     return Err(ConfigError::ReassemblyTooSmall(id));
                 }
-                let piece = self.payload_budget.saturating_sub(MAX_FRAGMENTING_OVERHEAD);
+                let piece = self
+                    .payload_budget
+                    .saturating_sub(MAX_FRAGMENTING_OVERHEAD + self.secure_overhead());
                 if channel.max_message_size > piece.saturating_mul(MAX_FRAGMENTS) {
                     return Err(ConfigError::TooManyFragments(id));
                 }
@@ -311,7 +323,21 @@ impl Config {
         if self.ack_frequency == 0 {
             return Err(ConfigError::AckFrequency);
         }
+        if let Security::Tokens(tokens) = &self.security {
+            if tokens.public_addresses.is_empty() {
+                return Err(ConfigError::NoPublicAddresses);
+            }
+        }
         Ok(())
+    }
+
+    /// Bytes of each datagram that secure sessions spend on protection.
+    fn secure_overhead(&self) -> usize {
+        if self.security.is_unsecured() && self.connect_token.is_none() {
+            0
+        } else {
+            crate::secure::SECURE_DATA_OVERHEAD
+        }
     }
 }
 
@@ -364,6 +390,9 @@ pub enum ConfigError {
     /// `ack_frequency` is zero.
     #[error("ack_frequency must be at least 1")]
     AckFrequency,
+    /// [`Security::Tokens`] lists no public address, so every token would be refused.
+    #[error("security: list the addresses clients reach this server at in public_addresses")]
+    NoPublicAddresses,
 }
 
 #[cfg(test)]

@@ -11,12 +11,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{ChannelId, Config, ConfigError, MAX_DATAGRAM_SIZE};
-use crate::connection::{Connection, Role, CODE_SHUTDOWN};
-use crate::cookie::{CookieError, CookieJar};
+use crate::connection::{Connection, Role, SecureInit, CODE_SHUTDOWN};
+use crate::cookie::{Cookie, CookieError, CookieJar};
 use crate::error::{ConnectError, SendError};
+use crate::secure::{
+    verify_token, ClientId, ConnectToken, HandshakeGuard, PacketKeys, Security, TokenCheck,
+    TokenError, VerifiedToken,
+};
 use crate::stats::{ConnectionStats, DropCounters, EndpointStats};
 use crate::wire::{
-    Challenge, ConnectRequest, Handshake, PacketKind, Reject, PROTOCOL_VERSION, REQUEST_MIN_SIZE,
+    Challenge, ConnectRequest, DataHeader, Handshake, PacketKind, Reject, SecureHandshake,
+    PROTOCOL_VERSION, REQUEST_MIN_SIZE,
 };
 use crate::{ConnectionId, DisconnectReason, Event, MessageId, RejectReason};
 
@@ -91,6 +96,14 @@ pub struct Endpoint {
     /// Scratch list of connections due in `handle_timeout`.
     due: Vec<ConnectionId>,
     stats: EndpointStats,
+    /// The `now` given to [`new`](Self::new): Unix time in secure mode counts from it.
+    epoch: Instant,
+    /// Secure server: the handshake rate cap and the used-token table.
+    guard: Option<HandshakeGuard>,
+    /// Secure server: sessions by the client's handshake nonce (the session tag of a client
+    /// that may have moved) and by client id.
+    by_session: HashMap<u64, ConnectionId>,
+    by_client: HashMap<ClientId, ConnectionId>,
 }
 
 impl Endpoint {
@@ -106,6 +119,12 @@ impl Endpoint {
             None => StdRng::from_os_rng(),
         };
         let cookies = CookieJar::new(now, config.cookie_lifetime, &mut rng);
+        let guard = match &config.security {
+            Security::Tokens(tokens) => {
+                Some(HandshakeGuard::new(tokens.max_handshakes_per_sec, now))
+            }
+            Security::Unsecured => None,
+        };
         Ok(Self {
             fingerprint: config.channels.fingerprint(),
             config,
@@ -121,6 +140,10 @@ impl Endpoint {
             timers: BinaryHeap::new(),
             due: Vec::new(),
             stats: EndpointStats::default(),
+            epoch: now,
+            guard,
+            by_session: HashMap::new(),
+            by_client: HashMap::new(),
         })
     }
 
@@ -137,10 +160,37 @@ impl Endpoint {
     // ---- application calls ----
 
     /// Starts connecting to a server. The outcome arrives as [`Event::Connected`] or
-    /// [`Event::Disconnected`] (handshake timeout, or rejected).
+    /// [`Event::Disconnected`] (handshake timeout, or rejected). With
+    /// [`Config::connect_token`] set, this is [`connect_with_token`](Self::connect_with_token).
     pub fn connect(
         &mut self,
         remote: SocketAddr,
+        now: Instant,
+    ) -> Result<ConnectionId, ConnectError> {
+        match self.config.connect_token.clone() {
+            Some(token) => self.connect_with_token(remote, &token, now),
+            None => self.start(remote, None, now),
+        }
+    }
+
+    /// Starts a secure session with a server that requires connect tokens
+    /// ([`Security::Tokens`]): the token goes in the padded connection request, and every
+    /// packet after the handshake is encrypted with the keys it carries. A server that does not
+    /// know tokens drops the request (the connection ends in
+    /// [`DisconnectReason::HandshakeTimeout`]).
+    pub fn connect_with_token(
+        &mut self,
+        remote: SocketAddr,
+        token: &ConnectToken,
+        now: Instant,
+    ) -> Result<ConnectionId, ConnectError> {
+        self.start(remote, Some(SecureInit::Client(token.clone())), now)
+    }
+
+    fn start(
+        &mut self,
+        remote: SocketAddr,
+        secure: Option<SecureInit>,
         now: Instant,
     ) -> Result<ConnectionId, ConnectError> {
         if remote.ip().is_unspecified() || remote.port() == 0 {
@@ -150,7 +200,7 @@ impl Endpoint {
             return Err(ConnectError::AlreadyConnected(remote));
         }
         let nonce = self.rng.random::<u64>() | 1;
-        let id = self.insert(Role::Client, remote, nonce, now);
+        let id = self.insert(Role::Client, remote, nonce, now, secure);
         Ok(id)
     }
 
@@ -246,6 +296,28 @@ impl Endpoint {
         self.connections.get(&connection).map(Connection::buffered)
     }
 
+    /// The client id of a secure session (from its token), on both sides.
+    pub fn client_id(&self, connection: ConnectionId) -> Option<ClientId> {
+        self.connections
+            .get(&connection)
+            .and_then(Connection::client_id)
+    }
+
+    /// Server side of a secure session: the user data the backend sealed in the client's token.
+    pub fn user_data(&self, connection: ConnectionId) -> Option<&[u8]> {
+        self.connections
+            .get(&connection)
+            .filter(|c| c.role() == Role::Server)
+            .and_then(Connection::user_data)
+    }
+
+    /// Whether the connection is a secure session (encrypted and authenticated).
+    pub fn is_secure(&self, connection: ConnectionId) -> bool {
+        self.connections
+            .get(&connection)
+            .is_some_and(Connection::is_secure)
+    }
+
     /// Endpoint-wide statistics.
     pub fn stats(&self) -> &EndpointStats {
         &self.stats
@@ -271,15 +343,32 @@ impl Endpoint {
         };
         let existing = self.by_addr.get(&from).copied();
         if kind == PacketKind::Data {
-            let Some(id) = existing else {
-                self.stats.dropped.unknown_peer += 1;
-                return;
+            let id = match existing {
+                Some(id) => id,
+                None => match self.session_of(&datagram) {
+                    Some(id) => id,
+                    None => {
+                        self.stats.dropped.unknown_peer += 1;
+                        return;
+                    }
+                },
             };
             if let Some(conn) = self.connections.get_mut(&id) {
-                conn.handle_data(now, datagram, &mut self.events);
+                let old = conn.remote();
+                if conn.handle_data(now, from, datagram, &mut self.events) {
+                    // The new path was validated: the session now lives at `from`.
+                    if self.by_addr.get(&old) == Some(&id) {
+                        self.by_addr.remove(&old);
+                    }
+                    self.by_addr.insert(from, id);
+                }
                 touch(&mut self.transmit_queue, &mut self.timers, conn, id);
             }
             self.reap(id);
+            return;
+        }
+        if SecureHandshake::is_secure(&datagram) {
+            self.handle_secure_handshake(now, from, existing, &datagram);
             return;
         }
         let packet = match Handshake::decode(&datagram) {
@@ -294,6 +383,9 @@ impl Endpoint {
             }
         };
         match packet {
+            Handshake::Request(_) | Handshake::Response(_) if self.guard.is_some() => {
+                self.stats.dropped.token_missing += 1;
+            }
             Handshake::Request(request) => self.handle_request(now, from, request),
             Handshake::Response(response) => {
                 self.handle_response(now, from, response.request, &response.cookie)
@@ -365,7 +457,7 @@ impl Endpoint {
             let written = conn.poll_transmit(now, buf);
             conn.drain_events(&mut self.events);
             schedule(&mut self.timers, conn, id);
-            let destination = conn.remote();
+            let destination = conn.destination();
             match written {
                 Some(size) => {
                     self.transmit_queue.push_front(id);
@@ -402,10 +494,23 @@ impl Endpoint {
 
     // ---- internals ----
 
-    fn insert(&mut self, role: Role, remote: SocketAddr, nonce: u64, now: Instant) -> ConnectionId {
+    fn insert(
+        &mut self,
+        role: Role,
+        remote: SocketAddr,
+        nonce: u64,
+        now: Instant,
+        secure: Option<SecureInit>,
+    ) -> ConnectionId {
         let id = ConnectionId(self.next_id);
         self.next_id += 1;
-        let mut conn = Connection::new(id, role, remote, nonce, &self.config, now);
+        let mut conn = Connection::new(id, role, remote, nonce, &self.config, now, secure);
+        if role == Role::Server {
+            if let Some(client) = conn.client_id() {
+                self.by_session.insert(nonce, id);
+                self.by_client.insert(client, id);
+            }
+        }
         touch(&mut self.transmit_queue, &mut self.timers, &mut conn, id);
         self.connections.insert(id, conn);
         self.by_addr.insert(remote, id);
@@ -428,10 +533,259 @@ impl Endpoint {
         if self.by_addr.get(&conn.remote()) == Some(&id) {
             self.by_addr.remove(&conn.remote());
         }
+        self.forget_secure(&conn, id);
         if conn.role() == Role::Server {
             self.incoming -= 1;
         }
         self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    /// Drops a closed secure session's entries from the session and client maps.
+    fn forget_secure(&mut self, conn: &Connection, id: ConnectionId) {
+        if self.by_session.get(&conn.nonce()) == Some(&id) {
+            self.by_session.remove(&conn.nonce());
+        }
+        if let Some(client) = conn.client_id() {
+            if self.by_client.get(&client) == Some(&id) {
+                self.by_client.remove(&client);
+            }
+        }
+    }
+
+    /// Secure server: the session a data packet from an unknown address names in its header.
+    fn session_of(&self, datagram: &[u8]) -> Option<ConnectionId> {
+        self.guard.as_ref()?;
+        let (header, _) = DataHeader::decode_secure(datagram).ok()?;
+        self.by_session.get(&header.session?).copied()
+    }
+
+    /// Unix time in seconds at `now`, in secure mode.
+    fn unix_now(&self, now: Instant) -> u64 {
+        match &self.config.security {
+            Security::Tokens(tokens) => tokens
+                .unix_time
+                .saturating_add(now.saturating_duration_since(self.epoch).as_secs()),
+            Security::Unsecured => 0,
+        }
+    }
+
+    /// A handshake or disconnect packet with the secure bit.
+    fn handle_secure_handshake(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        existing: Option<ConnectionId>,
+        datagram: &[u8],
+    ) {
+        let packet = match SecureHandshake::decode(datagram) {
+            Ok(packet) => packet,
+            Err(crate::wire::DecodeError::RequestTooSmall) => {
+                self.stats.dropped.request_too_small += 1;
+                return;
+            }
+            Err(_) => {
+                self.stats.dropped.malformed += 1;
+                return;
+            }
+        };
+        match packet {
+            SecureHandshake::Disconnect { token, code, tag } => {
+                let Some(id) = existing else {
+                    self.stats.dropped.unknown_peer += 1;
+                    return;
+                };
+                if let Some(conn) = self.connections.get_mut(&id) {
+                    if conn
+                        .handle_secure_disconnect(now, token, code, &tag, &mut self.events)
+                        .is_ok()
+                    {
+                        touch(&mut self.transmit_queue, &mut self.timers, conn, id);
+                    }
+                }
+                self.reap(id);
+            }
+            SecureHandshake::Request { request, token } => {
+                let token = datagram.get(token).unwrap_or_default();
+                self.handle_secure_request(now, from, request, token);
+            }
+            SecureHandshake::Response {
+                request,
+                cookie,
+                token,
+            } => {
+                let token = datagram.get(token).unwrap_or_default();
+                self.handle_secure_response(now, from, request, &cookie, token);
+            }
+        }
+    }
+
+    /// Opens and checks a token (one decryption at most, within the global rate cap), and
+    /// refuses one already used from another address. Counts every refusal.
+    fn open_token(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        sealed: &[u8],
+    ) -> Option<VerifiedToken> {
+        let unix_now = self.unix_now(now);
+        let Security::Tokens(tokens) = &self.config.security else {
+            self.stats.dropped.unexpected += 1;
+            return None;
+        };
+        let guard = self.guard.as_mut()?;
+        if !guard.allow(now) {
+            self.stats.dropped.handshake_rate_limited += 1;
+            return None;
+        }
+        let check = TokenCheck {
+            protocol_id: self.config.protocol_id,
+            unix_now,
+            server_addresses: &tokens.public_addresses,
+        };
+        let token = match verify_token(&tokens.private_key, sealed, &check) {
+            Ok(token) => token,
+            Err(error) => {
+                let counter = match error {
+                    TokenError::Malformed | TokenError::Invalid => {
+                        &mut self.stats.dropped.token_invalid
+                    }
+                    TokenError::WrongProtocol => &mut self.stats.dropped.protocol_mismatch,
+                    TokenError::Expired => &mut self.stats.dropped.token_expired,
+                    TokenError::WrongServer => &mut self.stats.dropped.token_wrong_server,
+                };
+                *counter += 1;
+                return None;
+            }
+        };
+        if guard.used_elsewhere(&token.tag(), from) {
+            self.stats.dropped.token_reused += 1;
+            return None;
+        }
+        Some(token)
+    }
+
+    fn handle_secure_request(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request: ConnectRequest,
+        sealed: &[u8],
+    ) {
+        if !self.config.accept_incoming || self.guard.is_none() {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        if let Err(reason) = self.check_request(&request) {
+            self.reject(from, request.nonce, reason);
+            return;
+        }
+        if self.open_token(now, from, sealed).is_none() {
+            return;
+        }
+        if self.incoming >= self.config.max_connections && !self.by_addr.contains_key(&from) {
+            self.stats.dropped.server_full += 1;
+            self.reject(from, request.nonce, RejectReason::ServerFull);
+            return;
+        }
+        let cookie = self.cookies.issue(now, from, request.nonce, &mut self.rng);
+        self.reply(
+            from,
+            Handshake::Challenge(Challenge {
+                nonce: request.nonce,
+                cookie,
+            }),
+        );
+    }
+
+    fn handle_secure_response(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request: ConnectRequest,
+        cookie: &Cookie,
+        sealed: &[u8],
+    ) {
+        if !self.config.accept_incoming || self.guard.is_none() {
+            self.stats.dropped.unexpected += 1;
+            return;
+        }
+        // The cookie first: it is cheap and proves the address before any decryption.
+        match self
+            .cookies
+            .verify(now, from, request.nonce, cookie, &mut self.rng)
+        {
+            Ok(()) => {}
+            Err(CookieError::Invalid) => {
+                self.stats.dropped.cookie_invalid += 1;
+                return;
+            }
+            Err(CookieError::Expired) => {
+                self.stats.dropped.cookie_expired += 1;
+                return;
+            }
+        }
+        if let Err(reason) = self.check_request(&request) {
+            self.reject(from, request.nonce, reason);
+            return;
+        }
+        if let Some(&existing) = self.by_addr.get(&from) {
+            if self
+                .connections
+                .get(&existing)
+                .is_some_and(|c| c.nonce() == request.nonce && c.is_secure())
+            {
+                // The accept was lost: say it again (no decryption needed).
+                self.reply(
+                    from,
+                    Handshake::Accept {
+                        nonce: request.nonce,
+                    },
+                );
+                return;
+            }
+        }
+        let Some(token) = self.open_token(now, from, sealed) else {
+            return;
+        };
+        // A new session from this address or for this client replaces the old one.
+        let replaced = [
+            self.by_addr.get(&from).copied(),
+            self.by_client.get(&token.client_id()).copied(),
+        ];
+        for old in replaced.into_iter().flatten() {
+            if let Some(conn) = self.connections.get_mut(&old) {
+                conn.abandon(DisconnectReason::Replaced, &mut self.events);
+            }
+            self.force_reap(old);
+        }
+        if self.incoming >= self.config.max_connections {
+            self.stats.dropped.server_full += 1;
+            self.reject(from, request.nonce, RejectReason::ServerFull);
+            return;
+        }
+        let unix_now = self.unix_now(now);
+        if let Some(guard) = self.guard.as_mut() {
+            guard.record(token.tag(), from, token.expires(), unix_now);
+        }
+        let (c2s, s2c) = token.keys();
+        let keys = PacketKeys::derive(c2s, s2c, request.nonce, cookie, false);
+        let client_id = token.client_id();
+        let secure = SecureInit::Server {
+            keys: Box::new(keys),
+            client_id,
+            user_data: token.into_user_data(),
+        };
+        let id = self.insert(Role::Server, from, request.nonce, now, Some(secure));
+        self.events.push_back(Event::Connected {
+            connection: id,
+            remote: from,
+        });
+        self.reply(
+            from,
+            Handshake::Accept {
+                nonce: request.nonce,
+            },
+        );
     }
 
     fn check_request(&mut self, request: &ConnectRequest) -> Result<(), RejectReason> {
@@ -530,7 +884,7 @@ impl Endpoint {
             self.reject(from, request.nonce, RejectReason::ServerFull);
             return;
         }
-        let id = self.insert(Role::Server, from, request.nonce, now);
+        let id = self.insert(Role::Server, from, request.nonce, now, None);
         self.events.push_back(Event::Connected {
             connection: id,
             remote: from,
@@ -545,6 +899,10 @@ impl Endpoint {
 
     fn force_reap(&mut self, id: ConnectionId) {
         if let Some(conn) = self.connections.remove(&id) {
+            if self.by_addr.get(&conn.remote()) == Some(&id) {
+                self.by_addr.remove(&conn.remote());
+            }
+            self.forget_secure(&conn, id);
             if conn.role() == Role::Server {
                 self.incoming -= 1;
             }
@@ -650,4 +1008,5 @@ fn add_counters(total: &mut DropCounters, more: &DropCounters) {
     total.unexpected += more.unexpected;
     total.bogus_ack += more.bogus_ack;
     total.violation += more.violation;
+    total.decrypt_failed += more.decrypt_failed;
 }

@@ -694,7 +694,10 @@ fn check_frames(data: &[u8], offset: usize, kinds: &[ChannelKind]) {
                 assert!(index < count && (1..=1 << 16).contains(&count));
                 payload
             }
-            Frame::Control(_) | Frame::Ack { .. } => continue,
+            Frame::Control(_)
+            | Frame::Ack { .. }
+            | Frame::PathChallenge(_)
+            | Frame::PathResponse(_) => continue,
         };
         assert!(payload.start >= end_of_previous && payload.start <= payload.end);
         assert!(payload.end <= data.len());

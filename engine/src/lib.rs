@@ -35,6 +35,7 @@
 //! | `fragment` | bounded reassembly of large messages |
 //! | `connection` | per-peer state machine: acks, loss detection, RTT, timers, close |
 //! | `cookie` | stateless handshake cookies (HMAC-SHA256, rotating secret) |
+//! | `secure` | connect tokens ([`TokenSpec`], [`ConnectToken`], [`PrivateKey`]), packet protection, handshake limits |
 //! | `endpoint` | [`Endpoint`]: many connections on one socket, server side of the handshake |
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
@@ -53,6 +54,7 @@ mod endpoint;
 mod error;
 mod fragment;
 pub mod fuzzing;
+mod secure;
 mod seq;
 pub mod sim;
 pub mod snapshot;
@@ -82,6 +84,11 @@ pub use driver::{
 pub use driver::{Client, Server};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError};
+pub use secure::{
+    verify_token, ClientId, ConnectToken, IssueError, KeyFileError, KeyParseError, PrivateKey,
+    Security, TokenCheck, TokenError, TokenSecurity, TokenSpec, VerifiedToken, KEY_LEN,
+    MAX_TOKEN_SERVERS, MAX_USER_DATA, TOKEN_VERSION,
+};
 pub use stats::{ConnectionStats, DropCounters, EndpointStats, RecvChannelStats, SendChannelStats};
 pub use wire::DecodeError;
 

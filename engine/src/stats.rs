@@ -67,6 +67,21 @@ pub struct DropCounters {
     /// Well-formed frames that broke a channel rule (too large, inconsistent fragment, reliable
     /// id outside the window, reassembly budget exceeded); the frame was dropped.
     pub violation: u64,
+    /// Secure server: a handshake without a connect token.
+    pub token_missing: u64,
+    /// Secure server: a token that did not open (another key, altered bytes) or does not parse.
+    pub token_invalid: u64,
+    /// Secure server: a token past its expiry time.
+    pub token_expired: u64,
+    /// Secure server: a token for another server address.
+    pub token_wrong_server: u64,
+    /// Secure server: a token already used from another address.
+    pub token_reused: u64,
+    /// Secure server: a token handshake dropped by the global rate cap.
+    pub handshake_rate_limited: u64,
+    /// Secure session: a packet that failed authentication (tampered, forged, or another
+    /// session's); nothing in the session changed.
+    pub decrypt_failed: u64,
 }
 
 impl DropCounters {
@@ -88,6 +103,13 @@ impl DropCounters {
             + self.reply_queue_full
             + self.oversized
             + self.violation
+            + self.token_missing
+            + self.token_invalid
+            + self.token_expired
+            + self.token_wrong_server
+            + self.token_reused
+            + self.handshake_rate_limited
+            + self.decrypt_failed
     }
 }
 
@@ -130,6 +152,8 @@ pub struct ConnectionStats {
     /// Times the packet-number window moved back to a steady stream of packets below it
     /// (after a forged far-ahead packet number).
     pub resyncs: u64,
+    /// Secure sessions: times the session moved to a new peer address after validating it.
+    pub path_migrations: u64,
     /// Bytes of ack-eliciting packets sent and neither acknowledged nor declared lost.
     pub bytes_in_flight: usize,
     /// Bytes the congestion window allows in flight; new data waits while it is full.

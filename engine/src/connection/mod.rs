@@ -12,15 +12,19 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use crate::channel::{ChannelEvent, Incoming, PacketCtx, RecvChannel, SendChannel, Sizing};
 use crate::config::{ChannelConfig, ChannelId, ChannelKind, Config};
 use crate::cookie::Cookie;
 use crate::error::SendError;
 use crate::fragment::ReassemblyBudget;
+use crate::secure::{ClientId, ConnectToken, PacketKeys, AEAD_TAG_LEN, SECURE_DATA_OVERHEAD};
 use crate::seq::{extend, truncate};
 use crate::stats::{ConnectionStats, RateMeter};
+use crate::wire::{
+    disconnect_fields, encode_disconnect, encode_request_with_token, encode_response_with_token,
+};
 use crate::wire::{
     AckHeader, ConnectRequest, ConnectResponse, ControlKind, DataHeader, Disconnect, Frame,
     FrameReader, FrameWriter, Handshake, Writer, PROTOCOL_VERSION,
@@ -56,6 +60,43 @@ pub(crate) const CODE_SHUTDOWN: u16 = 0xFFF2;
 pub(crate) enum Role {
     Client,
     Server,
+}
+
+/// How a secure connection starts: the client holds its token, the server the session's keys.
+#[derive(Debug)]
+pub(crate) enum SecureInit {
+    Client(ConnectToken),
+    Server {
+        keys: Box<PacketKeys>,
+        client_id: ClientId,
+        user_data: Vec<u8>,
+    },
+}
+
+/// A path challenge the server sends to a new client address, until the client answers it.
+#[derive(Clone, Copy, Debug)]
+struct Probe {
+    addr: SocketAddr,
+    data: [u8; 8],
+    /// A challenge is owed (at most one per packet received from the new path).
+    due: bool,
+    /// No challenge before this instant (at most one per `handshake_resend_interval`).
+    next_send: Instant,
+}
+
+/// Secure-session state of a connection.
+#[derive(Debug)]
+struct Secure {
+    /// The client's token (client side), sent in its handshake.
+    token: Option<ConnectToken>,
+    /// The packet keys: from creation on the server, from the accept on the client.
+    keys: Option<PacketKeys>,
+    client_id: Option<ClientId>,
+    user_data: Vec<u8>,
+    probe: Option<Probe>,
+    probes_sent: u64,
+    /// A path challenge received, to echo in the next packet.
+    response_due: Option<[u8; 8]>,
 }
 
 #[derive(Debug)]
@@ -127,6 +168,10 @@ pub(crate) struct Connection {
     too_old_last: u64,
     /// The latest `now` seen, for statistics read without a clock.
     last_activity: Instant,
+    /// Secure sessions only.
+    secure: Option<Box<Secure>>,
+    /// Where the datagram last written by `poll_transmit` goes.
+    destination: SocketAddr,
     /// Whether the endpoint has this connection in its transmit queue.
     pub(crate) queued: bool,
     /// The time of this connection's earliest entry in the endpoint's timer heap.
@@ -141,6 +186,7 @@ impl Connection {
         nonce: u64,
         config: &Config,
         now: Instant,
+        secure: Option<SecureInit>,
     ) -> Self {
         let (send_configs, recv_configs) = match role {
             Role::Client => (
@@ -152,7 +198,12 @@ impl Connection {
                 &config.channels.client_to_server,
             ),
         };
-        let sizing = sizing(config.payload_budget);
+        let overhead = if secure.is_some() {
+            SECURE_DATA_OVERHEAD
+        } else {
+            0
+        };
+        let sizing = sizing(config.payload_budget - overhead);
         let send = send_configs
             .iter()
             .enumerate()
@@ -208,6 +259,33 @@ impl Connection {
             too_old_streak: 0,
             too_old_last: 0,
             last_activity: now,
+            secure: secure.map(|init| {
+                Box::new(match init {
+                    SecureInit::Client(token) => Secure {
+                        client_id: Some(token.client_id()),
+                        token: Some(token),
+                        keys: None,
+                        user_data: Vec::new(),
+                        probe: None,
+                        probes_sent: 0,
+                        response_due: None,
+                    },
+                    SecureInit::Server {
+                        keys,
+                        client_id,
+                        user_data,
+                    } => Secure {
+                        token: None,
+                        keys: Some(*keys),
+                        client_id: Some(client_id),
+                        user_data,
+                        probe: None,
+                        probes_sent: 0,
+                        response_due: None,
+                    },
+                })
+            }),
+            destination: remote,
             queued: false,
             scheduled: None,
         }
@@ -219,6 +297,33 @@ impl Connection {
 
     pub(crate) fn nonce(&self) -> u64 {
         self.nonce
+    }
+
+    /// Where the datagram last written by [`poll_transmit`](Self::poll_transmit) goes.
+    pub(crate) fn destination(&self) -> SocketAddr {
+        self.destination
+    }
+
+    /// Whether this is a secure session.
+    pub(crate) fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// The client id of a secure session.
+    pub(crate) fn client_id(&self) -> Option<ClientId> {
+        self.secure.as_ref().and_then(|s| s.client_id)
+    }
+
+    /// The token's user data, on the server side of a secure session.
+    pub(crate) fn user_data(&self) -> Option<&[u8]> {
+        self.secure.as_ref().map(|s| &s.user_data[..])
+    }
+
+    /// Moves the session to a validated new address.
+    fn migrate(&mut self, to: SocketAddr) {
+        self.remote = to;
+        self.destination = to;
+        self.stats.path_migrations += 1;
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -327,6 +432,46 @@ impl Connection {
         packet: Handshake,
         events: &mut VecDeque<Event>,
     ) -> Result<(), ()> {
+        if self.is_secure() && matches!(packet, Handshake::Disconnect(_)) {
+            // A secure session ends only on an authenticated disconnect.
+            self.stats.dropped.unexpected += 1;
+            return Err(());
+        }
+        self.handle_handshake_checked(now, packet, events)
+    }
+
+    /// A secure disconnect from the peer's address: handled if its tag verifies.
+    pub(crate) fn handle_secure_disconnect(
+        &mut self,
+        now: Instant,
+        token: u64,
+        code: u16,
+        tag: &[u8; AEAD_TAG_LEN],
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ()> {
+        let fields = disconnect_fields(token, code);
+        let authentic = self
+            .secure
+            .as_ref()
+            .and_then(|s| s.keys.as_ref())
+            .is_some_and(|keys| keys.verify_disconnect(&fields, tag));
+        if !authentic {
+            self.stats.dropped.decrypt_failed += 1;
+            return Err(());
+        }
+        self.handle_handshake_checked(
+            now,
+            Handshake::Disconnect(Disconnect { token, code }),
+            events,
+        )
+    }
+
+    fn handle_handshake_checked(
+        &mut self,
+        now: Instant,
+        packet: Handshake,
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ()> {
         match (packet, &mut self.state) {
             (
                 Handshake::Challenge(challenge),
@@ -355,6 +500,19 @@ impl Connection {
                 if let Some((sent, false)) = *response_sent {
                     self.rtt
                         .update(now.saturating_duration_since(sent), Duration::ZERO);
+                }
+                if let (
+                    Some(secure),
+                    State::Connecting {
+                        cookie: Some(cookie),
+                        ..
+                    },
+                ) = (self.secure.as_mut(), &self.state)
+                {
+                    if let Some(token) = &secure.token {
+                        let (c2s, s2c) = token.keys();
+                        secure.keys = Some(PacketKeys::derive(c2s, s2c, self.nonce, cookie, true));
+                    }
                 }
                 self.state = State::Established;
                 self.last_received = now;
@@ -394,36 +552,70 @@ impl Connection {
     }
 
     /// A data packet from the peer's address.
+    ///
+    /// `from` is the datagram's source: the peer's address, or (secure sessions) a new address
+    /// the packet named this session from. Returns `true` when the packet completed the
+    /// validation of a new path and the session moved to `from`.
     pub(crate) fn handle_data(
         &mut self,
         now: Instant,
+        from: SocketAddr,
         datagram: Bytes,
         events: &mut VecDeque<Event>,
-    ) {
+    ) -> bool {
         if !self.is_open() {
             self.stats.dropped.unexpected += 1;
-            return;
+            return false;
         }
-        let Ok((header, offset)) = DataHeader::decode(&datagram) else {
+        let secure = self.is_secure();
+        let decoded = if secure {
+            DataHeader::decode_secure(&datagram)
+        } else {
+            DataHeader::decode(&datagram)
+        };
+        let Ok((header, offset)) = decoded else {
             self.stats.dropped.malformed += 1;
-            return;
+            return false;
         };
         self.last_activity = now;
         let pn = extend(self.received.expected(), header.packet_number);
         let arrival = self.received.check(pn);
         if arrival == Arrival::Duplicate {
             self.stats.dropped.duplicate += 1;
-            return;
+            return false;
         }
+        let datagram = if secure {
+            // The replay window is checked before decryption (above and here: an authenticated
+            // session has no forged jumps to resynchronise from) and advanced only after it.
+            if matches!(arrival, Arrival::TooOld | Arrival::Behind) {
+                self.stats.dropped.too_old += 1;
+                return false;
+            }
+            match self.open(pn, datagram, offset) {
+                Some(plain) => plain,
+                None => {
+                    self.stats.dropped.decrypt_failed += 1;
+                    return false;
+                }
+            }
+        } else {
+            datagram
+        };
         // Validate every frame before anything changes: garbage neither acts nor refreshes. The
         // frames are decoded once, into a scratch list the passes below read.
         let mut eliciting = false;
         let mut ack_blocks = false;
         self.frames.clear();
-        for frame in FrameReader::new(&datagram, offset, &self.recv_kinds) {
+        let reader = FrameReader::new(&datagram, offset, &self.recv_kinds);
+        let reader = if secure {
+            reader.with_path_frames()
+        } else {
+            reader
+        };
+        for frame in reader {
             let Ok(frame) = frame else {
                 self.stats.dropped.malformed += 1;
-                return;
+                return false;
             };
             match frame {
                 Frame::Ack { .. } => ack_blocks = true,
@@ -434,18 +626,57 @@ impl Connection {
         if !eliciting && !ack_blocks && header.ack.is_none() {
             // No Tickwire sender builds an empty packet.
             self.stats.dropped.malformed += 1;
-            return;
+            return false;
         }
         match arrival {
             Arrival::TooOld => {
                 self.stats.dropped.too_old += 1;
-                return;
+                return false;
             }
             Arrival::Behind if !self.resync(pn) => {
                 self.stats.dropped.too_old += 1;
-                return;
+                return false;
             }
             _ => {}
+        }
+        let mut migrated = false;
+        if let Some(secure) = self.secure.as_mut() {
+            for frame in &self.frames {
+                match *frame {
+                    Frame::PathChallenge(data) => secure.response_due = Some(data),
+                    Frame::PathResponse(data)
+                        if secure
+                            .probe
+                            .is_some_and(|probe| probe.addr == from && probe.data == data) =>
+                    {
+                        secure.probe = None;
+                        migrated = true;
+                    }
+                    _ => {}
+                }
+            }
+            if from != self.remote && !migrated {
+                // An authentic packet from a new address: the client may have moved (a NAT
+                // rebinding), or someone replays its packets from elsewhere. Ask the new address
+                // to prove it receives; the session moves only when it answers.
+                let fresh = secure.probe.is_none_or(|probe| probe.addr != from);
+                if fresh {
+                    secure.probes_sent += 1;
+                    let mut data = (self.nonce ^ secure.probes_sent.rotate_left(32)).to_be_bytes();
+                    data[0] ^= 0x5a;
+                    secure.probe = Some(Probe {
+                        addr: from,
+                        data,
+                        due: true,
+                        next_send: now,
+                    });
+                } else if let Some(probe) = secure.probe.as_mut() {
+                    probe.due = true;
+                }
+            }
+        }
+        if migrated {
+            self.migrate(from);
         }
         self.too_old_streak = 0;
         // An ack naming a packet never sent is ignored (and counted); the rest of the packet
@@ -484,7 +715,10 @@ impl Connection {
 
         for frame in &frames {
             let (channel, incoming) = match *frame {
-                Frame::Control(ControlKind::Ping) | Frame::Ack { .. } => continue,
+                Frame::Control(ControlKind::Ping)
+                | Frame::Ack { .. }
+                | Frame::PathChallenge(_)
+                | Frame::PathResponse(_) => continue,
                 Frame::Message {
                     channel,
                     id,
@@ -535,6 +769,19 @@ impl Connection {
                 self.ack_deadline = Some(now + self.config.max_ack_delay);
             }
         }
+        migrated
+    }
+
+    /// Decrypts a secure data packet; `None` if it is not authentic. The session is unchanged
+    /// either way.
+    fn open(&self, pn: u64, datagram: Bytes, offset: usize) -> Option<Bytes> {
+        let keys = self.secure.as_ref()?.keys.as_ref()?;
+        let mut buf = datagram
+            .try_into_mut()
+            .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+        let plain = keys.open_data(pn, &mut buf, offset).ok()?;
+        buf.truncate(offset + plain);
+        Some(buf.freeze())
     }
 
     /// Runs timers due at `now`.
@@ -642,6 +889,7 @@ impl Connection {
     /// Writes the next datagram for this connection into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.last_activity = now;
+        self.destination = self.remote;
         if let State::Draining { code, .. } = self.state {
             if self.buffered() == 0 {
                 // Everything was acknowledged: say goodbye.
@@ -672,6 +920,23 @@ impl Connection {
                     fingerprint: self.fingerprint,
                     nonce: self.nonce,
                 };
+                if let Some(token) = self.secure.as_ref().and_then(|s| s.token.as_ref()) {
+                    let len = match cookie {
+                        None => encode_request_with_token(buf, &request, token.sealed()),
+                        Some(cookie) => {
+                            *response_sent = Some(match *response_sent {
+                                None => (now, false),
+                                Some((first, _)) => (first, true),
+                            });
+                            encode_response_with_token(buf, &request, cookie, token.sealed())
+                        }
+                    };
+                    let len = len.ok()?;
+                    self.stats.packets_sent += 1;
+                    self.stats.bytes_sent += len as u64;
+                    self.send_rate.record(now, len as u64);
+                    return Some(len);
+                }
                 let packet = match cookie {
                     None => Handshake::Request(request),
                     Some(cookie) => {
@@ -699,15 +964,25 @@ impl Connection {
                     token: self.nonce,
                     code: *code,
                 });
+                let code = *code;
                 *copies_left = copies_left.saturating_sub(1);
                 *next_send = now + self.config.disconnect_interval;
                 if *copies_left == 0 {
                     self.state = State::Closed;
                 }
-                packet.encode(buf).ok()?
+                match self.secure.as_ref().and_then(|s| s.keys.as_ref()) {
+                    Some(keys) => {
+                        let fields = disconnect_fields(self.nonce, code);
+                        encode_disconnect(buf, &fields, &keys.disconnect_tag(&fields)).ok()?
+                    }
+                    None => packet.encode(buf).ok()?,
+                }
             }
             State::Closed => return None,
-            State::Established | State::Draining { .. } => self.build_data(now, buf)?,
+            State::Established | State::Draining { .. } => match self.build_probe(now, buf) {
+                Some(len) => len,
+                None => self.build_data(now, buf)?,
+            },
         };
         self.stats.packets_sent += 1;
         self.stats.bytes_sent += len as u64;
@@ -715,18 +990,73 @@ impl Connection {
         Some(len)
     }
 
+    /// Secure sessions: a packet holding only a path challenge, to the new address being
+    /// validated.
+    fn build_probe(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        let secure = self.secure.as_mut()?;
+        let probe = secure.probe.as_mut()?;
+        if !probe.due || now < probe.next_send {
+            return None;
+        }
+        let keys = secure.keys.as_ref()?;
+        probe.due = false;
+        probe.next_send = now + self.config.handshake_resend_interval;
+        let (addr, data) = (probe.addr, probe.data);
+        let pn = self.sent.next();
+        let budget = self.config.payload_budget.min(buf.len());
+        let mut writer = Writer::new(buf.get_mut(..budget - AEAD_TAG_LEN)?);
+        let header = DataHeader {
+            packet_number: truncate(pn),
+            session: None,
+            ack: None,
+        };
+        header.encode(&mut writer).ok()?;
+        let header_len = writer.position();
+        FrameWriter::new()
+            .write_path(&mut writer, false, data)
+            .ok()?;
+        let len = writer.position();
+        let len = keys.seal_data(pn, buf, header_len, len)?;
+        // The packet number is used up (never reuse a nonce); the probe is not ack-eliciting
+        // bookkeeping on the old path, so it is recorded as not in flight.
+        let records = self.sent.take_records();
+        self.sent.push(
+            SentPacket {
+                time: now,
+                size: len,
+                eliciting: false,
+                fate: Fate::InFlight,
+                records,
+            },
+            &mut self.settled,
+        );
+        self.apply_settled(None);
+        self.destination = addr;
+        Some(len)
+    }
+
     fn build_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
         // New data waits while the congestion window is full; acks and pings never do.
         let window_open = self.sent.in_flight() < self.congestion.window();
-        let has_data =
-            self.ping_due || (window_open && self.send.iter().any(SendChannel::has_pending));
+        let response_due = self.secure.as_ref().and_then(|s| s.response_due);
+        let has_data = self.ping_due
+            || response_due.is_some()
+            || (window_open && self.send.iter().any(SendChannel::has_pending));
         if !ack_due && !has_data {
             return None;
         }
+        let tag_len = if self.is_secure() { AEAD_TAG_LEN } else { 0 };
         let budget = self.config.payload_budget.min(buf.len());
-        let mut writer = Writer::new(buf.get_mut(..budget)?);
+        let mut writer = Writer::new(buf.get_mut(..budget.checked_sub(tag_len)?)?);
         let pn = self.sent.next();
+        // A secure client names its session while it may have changed address: when it has
+        // heard nothing for an RTO, and when it answers a path challenge.
+        let session = (self.role == Role::Client
+            && self.is_secure()
+            && (response_due.is_some()
+                || now.saturating_duration_since(self.last_received) >= self.rto()))
+        .then_some(self.nonce);
         // From here on the packet is sent: taking ack blocks marks packets as reported.
         let ack = self.received.next_block().map(|block| {
             let delay = now.saturating_duration_since(block.arrived).as_micros() as u64
@@ -743,13 +1073,22 @@ impl Connection {
         });
         let header = DataHeader {
             packet_number: truncate(pn),
+            session,
             ack,
         };
         header.encode(&mut writer).ok()?;
+        let header_len = writer.position();
         let mut frames = FrameWriter::new();
         let mut records = self.sent.take_records();
         if self.ping_due && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
             self.ping_due = false;
+        }
+        if let Some(data) = response_due {
+            if frames.write_path(&mut writer, true, data).is_ok() {
+                if let Some(secure) = self.secure.as_mut() {
+                    secure.response_due = None;
+                }
+            }
         }
         let channels = if window_open { self.send.len() } else { 0 };
         for step in 0..channels {
@@ -788,7 +1127,10 @@ impl Connection {
             self.sent.recycle(records);
             return None;
         }
-        let len = writer.position();
+        let mut len = writer.position();
+        if let Some(keys) = self.secure.as_ref().and_then(|s| s.keys.as_ref()) {
+            len = keys.seal_data(pn, buf, header_len, len)?;
+        }
         if self.received.has_unreported() {
             self.ack_deadline = Some(now);
         } else {

@@ -15,6 +15,8 @@ const TYPE_CONTROL: u8 = 2;
 const FLAG_LENGTH: u8 = 0x20;
 const CHANNEL_MASK: u8 = 0x1f;
 const CHANNEL_ESCAPE: u8 = 31;
+const CONTROL_PATH_CHALLENGE: u8 = 2;
+const CONTROL_PATH_RESPONSE: u8 = 3;
 
 /// Largest fragment count the wire format allows; channels enforce tighter limits.
 pub(crate) const MAX_FRAGMENT_COUNT: u64 = 1 << 16;
@@ -44,6 +46,11 @@ pub(crate) enum Frame {
         payload: Range<usize>,
     },
     Control(ControlKind),
+    /// Secure sessions only: proves the peer receives at the address this packet went to; the
+    /// peer echoes the 8 bytes in a [`Frame::PathResponse`].
+    PathChallenge([u8; 8]),
+    /// Secure sessions only: the echo of a [`Frame::PathChallenge`].
+    PathResponse([u8; 8]),
     /// An extra acknowledgement block: `largest` and the 32 packets below it, like the header's.
     Ack {
         largest: u16,
@@ -72,6 +79,7 @@ pub(crate) struct FrameReader<'a, 'k> {
     base: usize,
     kinds: &'k [ChannelKind],
     failed: bool,
+    path_frames: bool,
 }
 
 impl<'a, 'k> FrameReader<'a, 'k> {
@@ -82,7 +90,14 @@ impl<'a, 'k> FrameReader<'a, 'k> {
             base: offset,
             kinds,
             failed: false,
+            path_frames: false,
         }
+    }
+
+    /// Also accepts the path frames of secure sessions (refused as `UnknownFrame` otherwise).
+    pub(crate) fn with_path_frames(mut self) -> Self {
+        self.path_frames = true;
+        self
     }
 
     fn frame(&mut self) -> Result<Frame, DecodeError> {
@@ -100,6 +115,12 @@ impl<'a, 'k> FrameReader<'a, 'k> {
                     largest: self.reader.u16()?,
                     bits: self.reader.u32()?,
                 }),
+                CONTROL_PATH_CHALLENGE if self.path_frames => {
+                    Ok(Frame::PathChallenge(self.reader.array()?))
+                }
+                CONTROL_PATH_RESPONSE if self.path_frames => {
+                    Ok(Frame::PathResponse(self.reader.array()?))
+                }
                 _ => Err(DecodeError::UnknownFrame),
             };
         }
@@ -272,6 +293,31 @@ impl FrameWriter {
         control: ControlKind,
     ) -> Result<(), BufferTooSmall> {
         writer.u8(TYPE_CONTROL << 6 | control as u8)?;
+        self.last = None;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Bytes of a path frame.
+    pub(crate) const PATH_FRAME_LEN: usize = 9;
+
+    /// Writes a path challenge or response (secure sessions only). Ack-eliciting.
+    pub(crate) fn write_path(
+        &mut self,
+        writer: &mut Writer<'_>,
+        response: bool,
+        data: [u8; 8],
+    ) -> Result<(), BufferTooSmall> {
+        if writer.remaining() < Self::PATH_FRAME_LEN {
+            return Err(BufferTooSmall);
+        }
+        let low = if response {
+            CONTROL_PATH_RESPONSE
+        } else {
+            CONTROL_PATH_CHALLENGE
+        };
+        writer.u8(TYPE_CONTROL << 6 | low)?;
+        writer.put(&data)?;
         self.last = None;
         self.count += 1;
         Ok(())

@@ -7,11 +7,16 @@ mod frame;
 mod packet;
 #[cfg(test)]
 mod proptests;
+mod secure;
 
 pub(crate) use frame::{ControlKind, Frame, FrameBody, FrameReader, FrameWriter};
 pub(crate) use packet::{
     AckHeader, Challenge, ConnectRequest, ConnectResponse, DataHeader, Disconnect, Handshake,
     PacketKind, Reject, ACK_DELAY_UNIT_MICROS, PROTOCOL_VERSION, REQUEST_MIN_SIZE,
+};
+pub(crate) use secure::{
+    disconnect_fields, encode_disconnect, encode_request_with_token, encode_response_with_token,
+    SecureHandshake,
 };
 
 use thiserror::Error;

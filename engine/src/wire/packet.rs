@@ -14,6 +14,8 @@ pub(crate) const REQUEST_MIN_SIZE: usize = 1200;
 const KIND_SHIFT: u8 = 5;
 const FLAG_ACK: u8 = 0x10;
 const FLAG_ACK_DELAY: u8 = 0x08;
+/// Secure sessions only: an 8-byte session tag follows the packet number.
+const FLAG_SESSION: u8 = 0x04;
 const DATA_RESERVED: u8 = 0x07;
 const FLAGS_MASK: u8 = 0x1f;
 
@@ -44,7 +46,7 @@ impl PacketKind {
         })
     }
 
-    fn first_byte(self) -> u8 {
+    pub(crate) fn first_byte(self) -> u8 {
         (self as u8) << KIND_SHIFT
     }
 }
@@ -67,21 +69,44 @@ pub(crate) const ACK_DELAY_UNIT_MICROS: u64 = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DataHeader {
     pub(crate) packet_number: u16,
+    /// Secure sessions only: the client's handshake nonce, sent while the client may have
+    /// changed address, so that the server finds the session without the address.
+    pub(crate) session: Option<u64>,
     pub(crate) ack: Option<AckHeader>,
 }
 
 impl DataHeader {
-    /// Decodes the header and returns it with the offset of the first frame.
+    /// Decodes the header of an unsecured session's packet and returns it with the offset of
+    /// the first frame.
     pub(crate) fn decode(datagram: &[u8]) -> Result<(Self, usize), DecodeError> {
+        Self::decode_with(datagram, false)
+    }
+
+    /// Decodes the header of a secure session's packet, which may carry a session tag.
+    pub(crate) fn decode_secure(datagram: &[u8]) -> Result<(Self, usize), DecodeError> {
+        Self::decode_with(datagram, true)
+    }
+
+    fn decode_with(datagram: &[u8], secure: bool) -> Result<(Self, usize), DecodeError> {
         let mut reader = Reader::new(datagram);
         let first = reader.u8()?;
         if first >> KIND_SHIFT != PacketKind::Data as u8 {
             return Err(DecodeError::UnknownKind(first >> KIND_SHIFT));
         }
-        if first & DATA_RESERVED != 0 || (first & FLAG_ACK_DELAY != 0 && first & FLAG_ACK == 0) {
+        let reserved = if secure {
+            DATA_RESERVED & !FLAG_SESSION
+        } else {
+            DATA_RESERVED
+        };
+        if first & reserved != 0 || (first & FLAG_ACK_DELAY != 0 && first & FLAG_ACK == 0) {
             return Err(DecodeError::ReservedBits);
         }
         let packet_number = reader.u16()?;
+        let session = if first & FLAG_SESSION != 0 {
+            Some(reader.u64()?)
+        } else {
+            None
+        };
         let ack = if first & FLAG_ACK != 0 {
             let largest = reader.u16()?;
             let bits = reader.u32()?;
@@ -98,7 +123,14 @@ impl DataHeader {
         } else {
             None
         };
-        Ok((Self { packet_number, ack }, reader.position()))
+        Ok((
+            Self {
+                packet_number,
+                session,
+                ack,
+            },
+            reader.position(),
+        ))
     }
 
     pub(crate) fn encode(&self, writer: &mut Writer<'_>) -> Result<(), BufferTooSmall> {
@@ -109,8 +141,14 @@ impl DataHeader {
                 first |= FLAG_ACK_DELAY;
             }
         }
+        if self.session.is_some() {
+            first |= FLAG_SESSION;
+        }
         writer.u8(first)?;
         writer.u16(self.packet_number)?;
+        if let Some(session) = self.session {
+            writer.u64(session)?;
+        }
         if let Some(ack) = &self.ack {
             writer.u16(ack.largest)?;
             writer.u32(ack.bits)?;
@@ -253,7 +291,7 @@ impl Handshake {
     }
 }
 
-fn decode_request(reader: &mut Reader<'_>) -> Result<ConnectRequest, DecodeError> {
+pub(super) fn decode_request(reader: &mut Reader<'_>) -> Result<ConnectRequest, DecodeError> {
     Ok(ConnectRequest {
         version: reader.u16()?,
         protocol_id: reader.u64()?,
@@ -262,7 +300,10 @@ fn decode_request(reader: &mut Reader<'_>) -> Result<ConnectRequest, DecodeError
     })
 }
 
-fn encode_request(writer: &mut Writer<'_>, request: &ConnectRequest) -> Result<(), BufferTooSmall> {
+pub(super) fn encode_request(
+    writer: &mut Writer<'_>,
+    request: &ConnectRequest,
+) -> Result<(), BufferTooSmall> {
     writer.u16(request.version)?;
     writer.u64(request.protocol_id)?;
     writer.u32(request.fingerprint)?;
@@ -327,10 +368,12 @@ mod tests {
         let headers = [
             DataHeader {
                 packet_number: 7,
+                session: None,
                 ack: None,
             },
             DataHeader {
                 packet_number: 65_535,
+                session: None,
                 ack: Some(AckHeader {
                     largest: 3,
                     bits: 0xdead_beef,
@@ -339,6 +382,7 @@ mod tests {
             },
             DataHeader {
                 packet_number: 1,
+                session: None,
                 ack: Some(AckHeader {
                     largest: 3,
                     bits: 1,

@@ -297,6 +297,7 @@ fn check_frames_are_sane(
                 }
             }
             Ok(Frame::Control(_) | Frame::Ack { .. }) => {}
+            Ok(Frame::PathChallenge(_) | Frame::PathResponse(_)) => {}
             Err(_) => prop_assert_eq!(i + 1, results.len(), "frames after an error"),
         }
     }
@@ -500,8 +501,11 @@ fn ack_header() -> impl Strategy<Value = AckHeader> {
 }
 
 fn data_header() -> impl Strategy<Value = DataHeader> {
-    (any::<u16>(), prop::option::of(ack_header()))
-        .prop_map(|(packet_number, ack)| DataHeader { packet_number, ack })
+    (any::<u16>(), prop::option::of(ack_header())).prop_map(|(packet_number, ack)| DataHeader {
+        packet_number,
+        session: None,
+        ack,
+    })
 }
 
 fn handshake() -> impl Strategy<Value = Handshake> {
