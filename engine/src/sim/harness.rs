@@ -150,6 +150,12 @@ impl Simulation {
         self.nodes[node.0].addr
     }
 
+    /// Moves an endpoint to another address, as a NAT rebinding does: it keeps its state, and
+    /// from now on it sends from and receives at `addr` only.
+    pub fn set_address(&mut self, node: NodeId, addr: SocketAddr) {
+        self.nodes[node.0].addr = addr;
+    }
+
     /// The network, to change link conditions mid-run.
     pub fn network_mut(&mut self) -> &mut SimNetwork {
         &mut self.network

@@ -158,6 +158,8 @@ pub fn messages_on(events: Vec<Event>, channel: tickwire::ChannelId) -> Vec<byte
         .collect()
 }
 
+pub mod secure;
+
 // ---- helpers for the handshake, lifecycle and hostile-input tests ----
 
 /// Every datagram an endpoint wants to send at `now`, with its destination.
@@ -415,23 +417,24 @@ pub struct Wire {
 impl Wire {
     /// A connected pair `latency` apart, with default configs (seeded).
     pub fn connected(latency: Duration) -> Self {
+        Self::connected_with(latency, |_| {})
+    }
+
+    /// A connected pair `latency` apart, with `adjust` applied to both (seeded) configs.
+    pub fn connected_with(latency: Duration, adjust: impl Fn(&mut Config)) -> Self {
         let now = std::time::Instant::now();
-        let mut client = tickwire::Endpoint::new(
-            Config {
-                seed: Some(1),
-                ..Config::client()
-            },
-            now,
-        )
-        .unwrap();
-        let server = tickwire::Endpoint::new(
-            Config {
-                seed: Some(2),
-                ..Config::server()
-            },
-            now,
-        )
-        .unwrap();
+        let mut client_config = Config {
+            seed: Some(1),
+            ..Config::client()
+        };
+        adjust(&mut client_config);
+        let mut server_config = Config {
+            seed: Some(2),
+            ..Config::server()
+        };
+        adjust(&mut server_config);
+        let mut client = tickwire::Endpoint::new(client_config, now).unwrap();
+        let server = tickwire::Endpoint::new(server_config, now).unwrap();
         let to_server = client.connect(server_addr(), now).unwrap();
         let mut wire = Self {
             now,
