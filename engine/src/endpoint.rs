@@ -20,8 +20,8 @@ use crate::secure::{
 };
 use crate::stats::{ConnectionStats, DropCounters, EndpointStats};
 use crate::wire::{
-    Challenge, ConnectRequest, DataHeader, Handshake, PacketKind, Reject, SecureHandshake,
-    PROTOCOL_VERSION, REQUEST_MIN_SIZE,
+    accept_fields, encode_accept, Challenge, ConnectRequest, DataHeader, Handshake, PacketKind,
+    Reject, SecureHandshake, PROTOCOL_VERSION, REQUEST_MIN_SIZE,
 };
 use crate::{ConnectionId, DisconnectReason, Event, MessageId, RejectReason};
 
@@ -589,6 +589,21 @@ impl Endpoint {
             }
         };
         match packet {
+            SecureHandshake::Accept { nonce, salt, tag } => {
+                let Some(id) = existing else {
+                    self.stats.dropped.unknown_peer += 1;
+                    return;
+                };
+                if let Some(conn) = self.connections.get_mut(&id) {
+                    if conn
+                        .handle_secure_accept(now, nonce, salt, &tag, &mut self.events)
+                        .is_ok()
+                    {
+                        touch(&mut self.transmit_queue, &mut self.timers, conn, id);
+                    }
+                }
+                self.reap(id);
+            }
             SecureHandshake::Disconnect { token, code, tag } => {
                 let Some(id) = existing else {
                     self.stats.dropped.unknown_peer += 1;
@@ -729,18 +744,14 @@ impl Endpoint {
             return;
         }
         if let Some(&existing) = self.by_addr.get(&from) {
-            if self
+            let repeat = self
                 .connections
                 .get(&existing)
-                .is_some_and(|c| c.nonce() == request.nonce && c.is_secure())
-            {
+                .filter(|c| c.nonce() == request.nonce)
+                .and_then(|c| c.repeat_accept(cookie));
+            if let Some(accept) = repeat {
                 // The accept was lost: say it again (no decryption needed).
-                self.reply(
-                    from,
-                    Handshake::Accept {
-                        nonce: request.nonce,
-                    },
-                );
+                self.reply_bytes(from, &accept);
                 return;
             }
         }
@@ -767,25 +778,27 @@ impl Endpoint {
         if let Some(guard) = self.guard.as_mut() {
             guard.record(token.tag(), from, token.expires(), unix_now);
         }
+        // A fresh salt for every session created: even a replayed response (same nonce, same
+        // cookie) gets keys no earlier session had, so no nonce is ever reused.
+        let salt = self.rng.random::<u64>();
         let (c2s, s2c) = token.keys();
-        let keys = PacketKeys::derive(c2s, s2c, request.nonce, cookie, false);
+        let keys = PacketKeys::derive(c2s, s2c, request.nonce, cookie, salt, false);
+        let fields = accept_fields(request.nonce, salt);
+        let accept = encode_accept(&fields, &keys.accept_tag(&fields));
         let client_id = token.client_id();
         let secure = SecureInit::Server {
             keys: Box::new(keys),
             client_id,
             user_data: token.into_user_data(),
+            cookie: *cookie,
+            accept,
         };
         let id = self.insert(Role::Server, from, request.nonce, now, Some(secure));
         self.events.push_back(Event::Connected {
             connection: id,
             remote: from,
         });
-        self.reply(
-            from,
-            Handshake::Accept {
-                nonce: request.nonce,
-            },
-        );
+        self.reply_bytes(from, &accept);
     }
 
     fn check_request(&mut self, request: &ConnectRequest) -> Result<(), RejectReason> {
@@ -924,6 +937,19 @@ impl Endpoint {
         if let Ok(len) = packet.encode(&mut buf) {
             self.replies.push_back((to, buf, len));
         }
+    }
+
+    fn reply_bytes(&mut self, to: SocketAddr, packet: &[u8]) {
+        if self.replies.len() >= MAX_PENDING_REPLIES {
+            self.stats.dropped.reply_queue_full += 1;
+            return;
+        }
+        let mut buf = [0u8; MAX_REPLY_LEN];
+        let Some(out) = buf.get_mut(..packet.len()) else {
+            return;
+        };
+        out.copy_from_slice(packet);
+        self.replies.push_back((to, buf, packet.len()));
     }
 
     fn count_sent(&mut self, size: usize) {

@@ -23,7 +23,8 @@ use crate::secure::{ClientId, ConnectToken, PacketKeys, AEAD_TAG_LEN, SECURE_DAT
 use crate::seq::{extend, truncate};
 use crate::stats::{ConnectionStats, RateMeter};
 use crate::wire::{
-    disconnect_fields, encode_disconnect, encode_request_with_token, encode_response_with_token,
+    accept_fields, disconnect_fields, encode_disconnect, encode_request_with_token,
+    encode_response_with_token, SECURE_ACCEPT_LEN,
 };
 use crate::wire::{
     AckHeader, ConnectRequest, ConnectResponse, ControlKind, DataHeader, Disconnect, Frame,
@@ -70,6 +71,10 @@ pub(crate) enum SecureInit {
         keys: Box<PacketKeys>,
         client_id: ClientId,
         user_data: Vec<u8>,
+        /// The cookie of the response that created the session.
+        cookie: Cookie,
+        /// The accept sent, to repeat if the client did not get it.
+        accept: [u8; SECURE_ACCEPT_LEN],
     },
 }
 
@@ -97,6 +102,9 @@ struct Secure {
     probes_sent: u64,
     /// A path challenge received, to echo in the next packet.
     response_due: Option<[u8; 8]>,
+    /// Server: the cookie of the response that created the session, and the accept sent.
+    cookie: Option<Cookie>,
+    accept: Option<[u8; SECURE_ACCEPT_LEN]>,
 }
 
 #[derive(Debug)]
@@ -269,11 +277,15 @@ impl Connection {
                         probe: None,
                         probes_sent: 0,
                         response_due: None,
+                        cookie: None,
+                        accept: None,
                     },
                     SecureInit::Server {
                         keys,
                         client_id,
                         user_data,
+                        cookie,
+                        accept,
                     } => Secure {
                         token: None,
                         keys: Some(*keys),
@@ -282,6 +294,8 @@ impl Connection {
                         probe: None,
                         probes_sent: 0,
                         response_due: None,
+                        cookie: Some(cookie),
+                        accept: Some(accept),
                     },
                 })
             }),
@@ -317,6 +331,16 @@ impl Connection {
     /// The token's user data, on the server side of a secure session.
     pub(crate) fn user_data(&self) -> Option<&[u8]> {
         self.secure.as_ref().map(|s| &s.user_data[..])
+    }
+
+    /// Server side of a secure session: the accept to repeat if `cookie` is the one the session
+    /// was created with (the client did not get the accept), `None` otherwise.
+    pub(crate) fn repeat_accept(&self, cookie: &Cookie) -> Option<[u8; SECURE_ACCEPT_LEN]> {
+        let secure = self.secure.as_ref()?;
+        if secure.cookie.as_ref() != Some(cookie) || !self.is_established() {
+            return None;
+        }
+        secure.accept
     }
 
     /// Moves the session to a validated new address.
@@ -432,8 +456,10 @@ impl Connection {
         packet: Handshake,
         events: &mut VecDeque<Event>,
     ) -> Result<(), ()> {
-        if self.is_secure() && matches!(packet, Handshake::Disconnect(_)) {
-            // A secure session ends only on an authenticated disconnect.
+        if self.is_secure() && matches!(packet, Handshake::Disconnect(_) | Handshake::Accept { .. })
+        {
+            // A secure session starts only on an authenticated accept and ends only on an
+            // authenticated disconnect.
             self.stats.dropped.unexpected += 1;
             return Err(());
         }
@@ -464,6 +490,45 @@ impl Connection {
             Handshake::Disconnect(Disconnect { token, code }),
             events,
         )
+    }
+
+    /// A secure accept from the server's address (client side): derives the session keys from
+    /// the token, the cookie and the server's salt, and connects if the tag verifies.
+    pub(crate) fn handle_secure_accept(
+        &mut self,
+        now: Instant,
+        nonce: u64,
+        salt: u64,
+        tag: &[u8; AEAD_TAG_LEN],
+        events: &mut VecDeque<Event>,
+    ) -> Result<(), ()> {
+        let (
+            State::Connecting {
+                cookie: Some(cookie),
+                ..
+            },
+            Some(secure),
+        ) = (&self.state, self.secure.as_mut())
+        else {
+            self.stats.dropped.unexpected += 1;
+            return Err(());
+        };
+        let Some(token) = &secure.token else {
+            self.stats.dropped.unexpected += 1;
+            return Err(());
+        };
+        if nonce != self.nonce {
+            self.stats.dropped.unexpected += 1;
+            return Err(());
+        }
+        let (c2s, s2c) = token.keys();
+        let keys = PacketKeys::derive(c2s, s2c, self.nonce, cookie, salt, true);
+        if !keys.verify_accept(&accept_fields(nonce, salt), tag) {
+            self.stats.dropped.decrypt_failed += 1;
+            return Err(());
+        }
+        secure.keys = Some(keys);
+        self.handle_handshake_checked(now, Handshake::Accept { nonce }, events)
     }
 
     fn handle_handshake_checked(
@@ -500,19 +565,6 @@ impl Connection {
                 if let Some((sent, false)) = *response_sent {
                     self.rtt
                         .update(now.saturating_duration_since(sent), Duration::ZERO);
-                }
-                if let (
-                    Some(secure),
-                    State::Connecting {
-                        cookie: Some(cookie),
-                        ..
-                    },
-                ) = (self.secure.as_mut(), &self.state)
-                {
-                    if let Some(token) = &secure.token {
-                        let (c2s, s2c) = token.keys();
-                        secure.keys = Some(PacketKeys::derive(c2s, s2c, self.nonce, cookie, true));
-                    }
                 }
                 self.state = State::Established;
                 self.last_received = now;

@@ -2,16 +2,16 @@
 //! ChaCha20-Poly1305 over every data and disconnect packet.
 //!
 //! **Keys.** Each direction's key is HKDF-SHA256 with the token's key for that direction as
-//! input, the client's handshake nonce (8 bytes, big-endian) followed by the server's cookie
-//! (24 bytes) as salt, and `"tickwire c2s"` or `"tickwire s2c"` as info. The nonce is fresh per
-//! connection attempt and the cookie carries the server's issue time and a secret drawn at
-//! start-up, so two sessions never share a key even if a client reuses a token or an endpoint
-//! restarts with the same seed.
+//! input, the client's handshake nonce (8 bytes, big-endian), the server's cookie (24 bytes)
+//! and the server's random session salt (8 bytes, sent in the accept) as salt, and
+//! `"tickwire c2s"` or `"tickwire s2c"` as info. The server draws the session salt for every
+//! session it creates, so two sessions never share a key: not when a client reuses a token, not
+//! when an attacker replays a connection response, not across restarts.
 //!
 //! **Nonces.** A data packet's AEAD nonce is 4 zero bytes followed by its 64-bit packet number
 //! (big-endian); packet numbers never repeat within a session and direction. A disconnect uses
-//! `00 00 00 01` followed by 8 zero bytes: every copy has the same content, so the repeated
-//! nonce seals the same plaintext and reveals nothing.
+//! `00 00 00 01` and an accept `00 00 00 02`, followed by 8 zero bytes: every copy of either
+//! has the same content, so the repeated nonce seals the same plaintext and reveals nothing.
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use ring::hkdf;
@@ -51,11 +51,13 @@ impl PacketKeys {
         server_to_client: &[u8; SESSION_KEY_LEN],
         nonce: u64,
         cookie: &Cookie,
+        session_salt: u64,
         client: bool,
     ) -> Self {
-        let mut salt = [0u8; 8 + crate::cookie::COOKIE_LEN];
+        let mut salt = [0u8; 8 + crate::cookie::COOKIE_LEN + 8];
         salt[..8].copy_from_slice(&nonce.to_be_bytes());
-        salt[8..].copy_from_slice(&cookie.0);
+        salt[8..8 + crate::cookie::COOKIE_LEN].copy_from_slice(&cookie.0);
+        salt[8 + crate::cookie::COOKIE_LEN..].copy_from_slice(&session_salt.to_be_bytes());
         let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, &salt);
         let c2s = expand(&salt, client_to_server, b"tickwire c2s");
         let s2c = expand(&salt, server_to_client, b"tickwire s2c");
@@ -117,25 +119,42 @@ impl PacketKeys {
 
     /// The tag that authenticates a disconnect packet whose clear bytes are `fields`.
     pub(crate) fn disconnect_tag(&self, fields: &[u8]) -> [u8; TAG_LEN] {
-        tag_of(&self.send, fields)
+        tag_of(&self.send, CONTROL_DISCONNECT, fields)
     }
 
     /// Whether `tag` authenticates the peer's disconnect packet `fields`.
     pub(crate) fn verify_disconnect(&self, fields: &[u8], tag: &[u8; TAG_LEN]) -> bool {
-        let mut buf = *tag;
-        self.recv
-            .open_in_place(disconnect_nonce(), Aad::from(fields), &mut buf)
-            .is_ok()
+        verify(&self.recv, CONTROL_DISCONNECT, fields, tag)
+    }
+
+    /// The tag that authenticates the server's accept whose clear bytes are `fields`.
+    pub(crate) fn accept_tag(&self, fields: &[u8]) -> [u8; TAG_LEN] {
+        tag_of(&self.send, CONTROL_ACCEPT, fields)
+    }
+
+    /// Whether `tag` authenticates the server's accept `fields` (client side).
+    pub(crate) fn verify_accept(&self, fields: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+        verify(&self.recv, CONTROL_ACCEPT, fields, tag)
     }
 }
 
-fn tag_of(key: &LessSafeKey, fields: &[u8]) -> [u8; TAG_LEN] {
+const CONTROL_DISCONNECT: u8 = 1;
+const CONTROL_ACCEPT: u8 = 2;
+
+fn tag_of(key: &LessSafeKey, control: u8, fields: &[u8]) -> [u8; TAG_LEN] {
     let mut out = [0u8; TAG_LEN];
-    if let Ok(tag) = key.seal_in_place_separate_tag(disconnect_nonce(), Aad::from(fields), &mut [])
+    if let Ok(tag) =
+        key.seal_in_place_separate_tag(control_nonce(control), Aad::from(fields), &mut [])
     {
         out.copy_from_slice(tag.as_ref());
     }
     out
+}
+
+fn verify(key: &LessSafeKey, control: u8, fields: &[u8], tag: &[u8; TAG_LEN]) -> bool {
+    let mut buf = *tag;
+    key.open_in_place(control_nonce(control), Aad::from(fields), &mut buf)
+        .is_ok()
 }
 
 fn expand(salt: &hkdf::Salt, ikm: &[u8; SESSION_KEY_LEN], info: &[u8]) -> LessSafeKey {
@@ -154,9 +173,9 @@ fn data_nonce(packet_number: u64) -> Nonce {
     Nonce::assume_unique_for_key(nonce)
 }
 
-fn disconnect_nonce() -> Nonce {
+fn control_nonce(control: u8) -> Nonce {
     let mut nonce = [0u8; 12];
-    nonce[3] = 1;
+    nonce[3] = control;
     Nonce::assume_unique_for_key(nonce)
 }
 
@@ -167,8 +186,8 @@ mod tests {
     fn pair() -> (PacketKeys, PacketKeys) {
         let cookie = Cookie([3; crate::cookie::COOKIE_LEN]);
         (
-            PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, true),
-            PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, false),
+            PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, 5, true),
+            PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, 5, false),
         )
     }
 
@@ -204,5 +223,18 @@ mod tests {
         assert!(server.verify_disconnect(b"fields", &tag));
         assert!(!server.verify_disconnect(b"fieldz", &tag));
         assert!(!client.verify_disconnect(b"fields", &tag));
+        let accept = server.accept_tag(b"fields");
+        assert!(client.verify_accept(b"fields", &accept));
+        assert!(!server.verify_disconnect(b"fields", &accept));
+    }
+
+    #[test]
+    fn another_session_salt_gives_other_keys() {
+        let cookie = Cookie([3; crate::cookie::COOKIE_LEN]);
+        let a = PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, 5, true);
+        let b = PacketKeys::derive(&[1; 32], &[2; 32], 77, &cookie, 6, false);
+        let mut buf = [0u8; 64];
+        let len = a.seal_data(0, &mut buf, 3, 10).unwrap();
+        assert!(b.open_data(0, &mut buf[..len], 3).is_err());
     }
 }

@@ -15,8 +15,8 @@ pub(crate) use packet::{
     PacketKind, Reject, ACK_DELAY_UNIT_MICROS, PROTOCOL_VERSION, REQUEST_MIN_SIZE,
 };
 pub(crate) use secure::{
-    disconnect_fields, encode_disconnect, encode_request_with_token, encode_response_with_token,
-    SecureHandshake,
+    accept_fields, disconnect_fields, encode_accept, encode_disconnect, encode_request_with_token,
+    encode_response_with_token, SecureHandshake, SECURE_ACCEPT_LEN,
 };
 
 use thiserror::Error;

@@ -31,6 +31,12 @@ pub(crate) enum SecureHandshake {
         cookie: Cookie,
         token: Range<usize>,
     },
+    /// Accept with the server's key-derivation salt and an AEAD tag over both fields.
+    Accept {
+        nonce: u64,
+        salt: u64,
+        tag: [u8; DISCONNECT_TAG_LEN],
+    },
     /// Disconnect with an AEAD tag over its fields.
     Disconnect {
         token: u64,
@@ -74,6 +80,11 @@ impl SecureHandshake {
                     token,
                 }
             }
+            PacketKind::Accept => Self::Accept {
+                nonce: reader.u64()?,
+                salt: reader.u64()?,
+                tag: reader.array()?,
+            },
             PacketKind::Disconnect => Self::Disconnect {
                 token: reader.u64()?,
                 code: reader.u16()?,
@@ -122,6 +133,31 @@ pub(crate) fn disconnect_fields(token: u64, code: u16) -> [u8; DISCONNECT_FIELDS
     out[0] = PacketKind::Disconnect.first_byte() | FLAG_SECURE;
     out[1..9].copy_from_slice(&token.to_be_bytes());
     out[9..].copy_from_slice(&code.to_be_bytes());
+    out
+}
+
+/// Length of a secure accept: first byte, nonce, salt, tag.
+pub(crate) const SECURE_ACCEPT_LEN: usize = ACCEPT_FIELDS_LEN + DISCONNECT_TAG_LEN;
+/// Length of a secure accept's authenticated fields.
+pub(crate) const ACCEPT_FIELDS_LEN: usize = 1 + 8 + 8;
+
+/// A secure accept's authenticated fields.
+pub(crate) fn accept_fields(nonce: u64, salt: u64) -> [u8; ACCEPT_FIELDS_LEN] {
+    let mut out = [0u8; ACCEPT_FIELDS_LEN];
+    out[0] = PacketKind::Accept.first_byte() | FLAG_SECURE;
+    out[1..9].copy_from_slice(&nonce.to_be_bytes());
+    out[9..].copy_from_slice(&salt.to_be_bytes());
+    out
+}
+
+/// A whole secure accept.
+pub(crate) fn encode_accept(
+    fields: &[u8; ACCEPT_FIELDS_LEN],
+    tag: &[u8; DISCONNECT_TAG_LEN],
+) -> [u8; SECURE_ACCEPT_LEN] {
+    let mut out = [0u8; SECURE_ACCEPT_LEN];
+    out[..ACCEPT_FIELDS_LEN].copy_from_slice(fields);
+    out[ACCEPT_FIELDS_LEN..].copy_from_slice(tag);
     out
 }
 
@@ -198,6 +234,18 @@ mod tests {
                 tag: [1; 16]
             })
         );
+        let accept = encode_accept(&accept_fields(5, 9), &[2; 16]);
+        assert_eq!(
+            SecureHandshake::decode(&accept),
+            Ok(SecureHandshake::Accept {
+                nonce: 5,
+                salt: 9,
+                tag: [2; 16]
+            })
+        );
+        for cut in 0..accept.len() {
+            assert!(SecureHandshake::decode(&accept[..cut]).is_err());
+        }
         // The unsecured decoder refuses the secure bit.
         assert_eq!(
             super::super::Handshake::decode(&buf[..len]),
