@@ -159,11 +159,20 @@ pub(crate) enum Peer {
     /// Tickwire through its tokio UDP driver.
     #[value(name = "tickwire")]
     Tickwire,
+    /// Tickwire with connect tokens: every packet encrypted and authenticated.
+    #[value(name = "tickwire_secure")]
+    TickwireSecure,
 }
 
 impl Peer {
     /// Every peer, in default run order.
-    pub(crate) const ALL: [Peer; 4] = [Peer::RawUdp, Peer::RawBatched, Peer::Quinn, Peer::Tickwire];
+    pub(crate) const ALL: [Peer; 5] = [
+        Peer::RawUdp,
+        Peer::RawBatched,
+        Peer::Quinn,
+        Peer::Tickwire,
+        Peer::TickwireSecure,
+    ];
 
     /// The JSON key and table label.
     pub(crate) fn name(self) -> &'static str {
@@ -172,6 +181,7 @@ impl Peer {
             Peer::RawBatched => "raw_batched",
             Peer::Quinn => "quinn",
             Peer::Tickwire => "tickwire",
+            Peer::TickwireSecure => "tickwire_secure",
         }
     }
 }

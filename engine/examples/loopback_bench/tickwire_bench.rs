@@ -16,6 +16,7 @@ use crate::report::{
     overhead_per_message, run_pair, BenchError, Context, Side, T1Config, T1Result, T2Config,
     T2Result, T3Config, T3Result, T4Config, T4Result,
 };
+use crate::tickwire_secure::Mode;
 
 const UNRELIABLE: ChannelId = ChannelId(0);
 const RELIABLE: ChannelId = ChannelId(2);
@@ -26,12 +27,17 @@ const FLOOD_BATCH: usize = 64;
 
 /// Ping-pong of 64-byte unreliable messages.
 pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
+    t1_in(cfg, Mode::Plain)
+}
+
+/// [`t1`] in either mode.
+pub(crate) fn t1_in(cfg: &T1Config, mode: Mode) -> Result<Option<T1Result>, BenchError> {
     let (msg_len, warmup, round_trips) = (cfg.msg_len, cfg.warmup, cfg.round_trips);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, mode).await?;
             side.ready().await?;
             side.finish();
             side.until_stopped(echo(&mut server))
@@ -39,7 +45,7 @@ pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
                 .unwrap_or(Ok(()))
         },
         move |side| async move {
-            let mut client = connect(&side, buffer).await?;
+            let mut client = connect(&side, buffer, mode).await?;
             side.ready().await?;
             let msg = message(msg_len, 0);
             let pings = async {
@@ -69,12 +75,17 @@ pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
 /// Unreliable flood: the client queues 64-byte messages as fast as the driver takes them
 /// (waiting for room when the send buffer is full); many are packed per datagram.
 pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
+    t2_in(cfg, Mode::Plain)
+}
+
+/// [`t2`] in either mode.
+pub(crate) fn t2_in(cfg: &T2Config, mode: Mode) -> Result<Option<T2Result>, BenchError> {
     let (msg_len, duration, drain_idle) = (cfg.msg_len, cfg.duration, cfg.drain_idle);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, mode).await?;
             let opened = side.ready().await?;
             let mut delivered = 0u64;
             let mut last = opened;
@@ -94,7 +105,7 @@ pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
             Ok((delivered, last.saturating_duration_since(opened)))
         },
         move |side| async move {
-            let client = connect(&side, buffer).await?;
+            let client = connect(&side, buffer, mode).await?;
             let opened = side.ready().await?;
             let msg = message(msg_len, 0);
             let flood = async {
@@ -129,12 +140,17 @@ pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
 
 /// Reliable-ordered bulk transfer in 1 KiB messages; the server checks the order.
 pub(crate) fn t3(cfg: &T3Config) -> Result<Option<T3Result>, BenchError> {
+    t3_in(cfg, Mode::Plain)
+}
+
+/// [`t3`] in either mode.
+pub(crate) fn t3_in(cfg: &T3Config, mode: Mode) -> Result<Option<T3Result>, BenchError> {
     let (msg_len, total) = (cfg.msg_len, cfg.total_bytes);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, mode).await?;
             side.ready().await?;
             let read = async {
                 let mut received = 0u64;
@@ -165,7 +181,7 @@ pub(crate) fn t3(cfg: &T3Config) -> Result<Option<T3Result>, BenchError> {
             result
         },
         move |side| async move {
-            let client = connect(&side, buffer).await?;
+            let client = connect(&side, buffer, mode).await?;
             side.ready().await?;
             let start = Instant::now();
             let write = async {
@@ -210,6 +226,11 @@ const PHASE_DONE: u8 = 9;
 /// phase boundaries; the server counts its own from the first message of one phase to the first
 /// of the next and reports them at the end.
 pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
+    t4_in(cfg, Mode::Plain)
+}
+
+/// [`t4`] in either mode.
+pub(crate) fn t4_in(cfg: &T4Config, mode: Mode) -> Result<Option<T4Result>, BenchError> {
     let (msg_len, messages) = (cfg.msg_len, cfg.messages);
     let buffer = cfg.socket_buffer_bytes;
     let (note_tx, mut note_rx) = mpsc::unbounded_channel::<()>();
@@ -217,7 +238,7 @@ pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, connection) = accept(&side, buffer).await?;
+            let (mut server, connection) = accept(&side, buffer, mode).await?;
             side.ready().await?;
             side.finish();
             let serve = async {
@@ -267,7 +288,7 @@ pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
             }
         },
         move |side| async move {
-            let mut client = connect(&side, buffer).await?;
+            let mut client = connect(&side, buffer, mode).await?;
             side.ready().await?;
             let phases = async {
                 let sent = |client: &Client| client.endpoint_stats().bytes_sent;
@@ -358,11 +379,13 @@ fn driver_config(server: bool, buffer_bytes: usize) -> DriverConfig {
 }
 
 /// Binds the server, publishes its address, and waits for the client's connection.
-async fn accept(side: &Side, buffer_bytes: usize) -> Result<(Server, ConnectionId), BenchError> {
-    let addr = "127.0.0.1:0".parse().ctx("address")?;
-    let mut server = Server::bind(addr, driver_config(true, buffer_bytes))
-        .await
-        .ctx("bind")?;
+async fn accept(
+    side: &Side,
+    buffer_bytes: usize,
+    mode: Mode,
+) -> Result<(Server, ConnectionId), BenchError> {
+    let (addr, config) = mode.server(driver_config(true, buffer_bytes))?;
+    let mut server = Server::bind(addr, config).await.ctx("bind")?;
     side.listening(server.local_addr());
     let connected = async {
         while let Some(event) = server.next_event().await {
@@ -384,9 +407,10 @@ async fn accept(side: &Side, buffer_bytes: usize) -> Result<(Server, ConnectionI
     Ok((server, connection))
 }
 
-async fn connect(side: &Side, buffer_bytes: usize) -> Result<Client, BenchError> {
+async fn connect(side: &Side, buffer_bytes: usize, mode: Mode) -> Result<Client, BenchError> {
     let server = side.server_addr().await?;
-    let connecting = Client::connect(server, driver_config(false, buffer_bytes));
+    let config = mode.client(driver_config(false, buffer_bytes), server)?;
+    let connecting = Client::connect(server, config);
     side.until_stopped(connecting)
         .await
         .ok_or_else(|| side.interrupted())?
