@@ -1,5 +1,5 @@
 //! `tickwire_secure`: Tickwire's own entries (`tickwire_bench.rs`) with connect tokens, so every
-//! packet after the handshake is encrypted and authenticated (ChaCha20-Poly1305), measured in the
+//! packet after the handshake is encrypted and authenticated (AES-256-GCM), measured in the
 //! same run as unencrypted `tickwire`.
 //!
 //! The server binds a port picked just before (the token must name the server's address); the

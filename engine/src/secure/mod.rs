@@ -5,7 +5,8 @@
 //! it to [`Endpoint::connect_with_token`](crate::Endpoint::connect_with_token) (or
 //! [`Config::connect_token`](crate::Config::connect_token) for the drivers); a server configured
 //! with [`Security::Tokens`] accepts only such clients. Every packet of the session after the
-//! handshake is then encrypted and authenticated with ChaCha20-Poly1305.
+//! handshake is then encrypted and authenticated with AES-256-GCM (tokens are sealed with
+//! ChaCha20-Poly1305).
 //!
 //! ```
 //! use tickwire::{ClientId, ConnectToken, PrivateKey, TokenSpec};
