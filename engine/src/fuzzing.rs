@@ -8,7 +8,7 @@
 //!
 //! | function | exercises |
 //! |---|---|
-//! | [`packet_decoding`] | packet kinds, handshake packets, data headers and frames |
+//! | [`packet_decoding`] | packet kinds, handshake packets (unsecured and secure), data headers (both modes), frames, connect tokens |
 //! | [`endpoint_receive`] | a server [`Endpoint`] with one established client, fed forged datagrams |
 //! | [`fragment_reassembly`] | reassembly of fragments against a memory budget |
 //! | [`ack_window`] | the received-packet window and the sent-packet ledger |
@@ -27,12 +27,13 @@ use bytes::Bytes;
 
 use crate::config::{ChannelId, ChannelKind, ChannelLayout, Config};
 use crate::fragment::{Reassembly, ReassemblyBudget};
+use crate::secure::{verify_token, ConnectToken, PrivateKey, TokenCheck};
 use crate::seq::extend;
 use crate::snapshot::{
     BitReader, BitWriter, EntityId, EntityState, SnapshotClient, SnapshotConfig,
     SnapshotDecodeError, SnapshotServer,
 };
-use crate::wire::{DataHeader, Frame, FrameReader, Handshake, PacketKind, Writer};
+use crate::wire::{DataHeader, Frame, FrameReader, Handshake, PacketKind, SecureHandshake, Writer};
 use crate::{ConnectionId, Endpoint, Event};
 
 use crate::connection::ack::{Arrival, Fate, ReceivedPackets, SentPacket, SentPackets, Settled};
@@ -58,6 +59,8 @@ pub fn packet_decoding(data: &[u8]) {
             assert_eq!(&buf[..len], data, "fixed-size packets have one encoding");
         }
     }
+
+    secure_decoding(data);
 
     let Ok((header, offset)) = DataHeader::decode(data) else {
         return;
@@ -665,6 +668,46 @@ fn kinds(layout: &ChannelLayout) -> Vec<ChannelKind> {
 }
 
 /// Frames lie inside the datagram, after the header, in order, and respect the wire limits.
+/// The decoders only secure sessions use: secure handshake packets, secure data headers and
+/// path frames, tokens as clients hold them, and sealed tokens as servers open them.
+fn secure_decoding(data: &[u8]) {
+    if let Ok(SecureHandshake::Request { token, .. } | SecureHandshake::Response { token, .. }) =
+        SecureHandshake::decode(data)
+    {
+        assert!(
+            token.end <= data.len(),
+            "a token range lies inside the datagram"
+        );
+    }
+    if let Ok((header, offset)) = DataHeader::decode_secure(data) {
+        assert!(offset <= data.len());
+        let mut buf = [0u8; 32];
+        let mut writer = Writer::new(&mut buf);
+        header
+            .encode(&mut writer)
+            .expect("a secure data header fits 32 bytes");
+        let len = writer.position();
+        assert_eq!(DataHeader::decode_secure(&buf[..len]), Ok((header, len)));
+        let kinds = kinds(&ChannelLayout::default());
+        for frame in FrameReader::new(data, offset, &kinds).with_path_frames() {
+            if frame.is_err() {
+                break;
+            }
+        }
+    }
+    if let Ok(token) = ConnectToken::from_bytes(data) {
+        assert_eq!(ConnectToken::from_bytes(&token.to_bytes()), Ok(token));
+    }
+    let servers = [SocketAddr::from(([10, 0, 0, 1], 7777))];
+    let check = TokenCheck {
+        protocol_id: Config::default().protocol_id,
+        unix_now: 0,
+        server_addresses: &servers,
+    };
+    // Nobody without the key can seal a token that opens.
+    assert!(verify_token(&PrivateKey::from_bytes([1; 32]), data, &check).is_err());
+}
+
 fn check_frames(data: &[u8], offset: usize, kinds: &[ChannelKind]) {
     let mut end_of_previous = offset;
     for frame in FrameReader::new(data, offset, kinds) {
