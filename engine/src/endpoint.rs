@@ -100,8 +100,8 @@ pub struct Endpoint {
     epoch: Instant,
     /// Secure server: the handshake rate cap and the used-token table.
     guard: Option<HandshakeGuard>,
-    /// Secure server: sessions by the client's handshake nonce (the session tag of a client
-    /// that may have moved) and by client id.
+    /// Secure server: sessions by session tag (the salt the server chose, which a client that
+    /// may have moved names in its packets) and by client id.
     by_session: HashMap<u64, ConnectionId>,
     by_client: HashMap<ClientId, ConnectionId>,
 }
@@ -506,8 +506,8 @@ impl Endpoint {
         self.next_id += 1;
         let mut conn = Connection::new(id, role, remote, nonce, &self.config, now, secure);
         if role == Role::Server {
-            if let Some(client) = conn.client_id() {
-                self.by_session.insert(nonce, id);
+            if let (Some(client), Some(tag)) = (conn.client_id(), conn.session_tag()) {
+                self.by_session.insert(tag, id);
                 self.by_client.insert(client, id);
             }
         }
@@ -542,8 +542,10 @@ impl Endpoint {
 
     /// Drops a closed secure session's entries from the session and client maps.
     fn forget_secure(&mut self, conn: &Connection, id: ConnectionId) {
-        if self.by_session.get(&conn.nonce()) == Some(&id) {
-            self.by_session.remove(&conn.nonce());
+        if let Some(tag) = conn.session_tag() {
+            if self.by_session.get(&tag) == Some(&id) {
+                self.by_session.remove(&tag);
+            }
         }
         if let Some(client) = conn.client_id() {
             if self.by_client.get(&client) == Some(&id) {
@@ -780,7 +782,12 @@ impl Endpoint {
         }
         // A fresh salt for every session created: even a replayed response (same nonce, same
         // cookie) gets keys no earlier session had, so no nonce is ever reused.
-        let salt = self.rng.random::<u64>();
+        // The salt also names the session in the client's tagged packets: unique among the
+        // live sessions, and chosen by the server, so no client can claim another's tag.
+        let mut salt = self.rng.random::<u64>();
+        while self.by_session.contains_key(&salt) {
+            salt = self.rng.random::<u64>();
+        }
         let (c2s, s2c) = token.keys();
         let keys = PacketKeys::derive(c2s, s2c, request.nonce, cookie, salt, false);
         let fields = accept_fields(request.nonce, salt);
@@ -792,6 +799,7 @@ impl Endpoint {
             user_data: token.into_user_data(),
             cookie: *cookie,
             accept,
+            session_tag: salt,
         };
         let id = self.insert(Role::Server, from, request.nonce, now, Some(secure));
         self.events.push_back(Event::Connected {

@@ -75,6 +75,8 @@ pub(crate) enum SecureInit {
         cookie: Cookie,
         /// The accept sent, to repeat if the client did not get it.
         accept: [u8; SECURE_ACCEPT_LEN],
+        /// The session salt, which also tags the client's packets while it may have moved.
+        session_tag: u64,
     },
 }
 
@@ -105,6 +107,9 @@ struct Secure {
     /// Server: the cookie of the response that created the session, and the accept sent.
     cookie: Option<Cookie>,
     accept: Option<[u8; SECURE_ACCEPT_LEN]>,
+    /// The server-chosen session salt: the session tag the client sends while it may have
+    /// changed address (0 on the client until the accept).
+    session_tag: u64,
 }
 
 #[derive(Debug)]
@@ -279,6 +284,7 @@ impl Connection {
                         response_due: None,
                         cookie: None,
                         accept: None,
+                        session_tag: 0,
                     },
                     SecureInit::Server {
                         keys,
@@ -286,6 +292,7 @@ impl Connection {
                         user_data,
                         cookie,
                         accept,
+                        session_tag,
                     } => Secure {
                         token: None,
                         keys: Some(*keys),
@@ -296,6 +303,7 @@ impl Connection {
                         response_due: None,
                         cookie: Some(cookie),
                         accept: Some(accept),
+                        session_tag,
                     },
                 })
             }),
@@ -326,6 +334,11 @@ impl Connection {
     /// The client id of a secure session.
     pub(crate) fn client_id(&self) -> Option<ClientId> {
         self.secure.as_ref().and_then(|s| s.client_id)
+    }
+
+    /// The session tag of a secure session: the server's session salt.
+    pub(crate) fn session_tag(&self) -> Option<u64> {
+        self.secure.as_ref().map(|s| s.session_tag)
     }
 
     /// The token's user data, on the server side of a secure session.
@@ -528,6 +541,7 @@ impl Connection {
             return Err(());
         }
         secure.keys = Some(keys);
+        secure.session_tag = salt;
         self.handle_handshake_checked(now, Handshake::Accept { nonce }, events)
     }
 
@@ -1108,7 +1122,8 @@ impl Connection {
             && self.is_secure()
             && (response_due.is_some()
                 || now.saturating_duration_since(self.last_received) >= self.rto()))
-        .then_some(self.nonce);
+        .then(|| self.session_tag())
+        .flatten();
         // From here on the packet is sent: taking ack blocks marks packets as reported.
         let ack = self.received.next_block().map(|block| {
             let delay = now.saturating_duration_since(block.arrived).as_micros() as u64

@@ -69,8 +69,9 @@ pub(crate) const ACK_DELAY_UNIT_MICROS: u64 = 100;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct DataHeader {
     pub(crate) packet_number: u16,
-    /// Secure sessions only: the client's handshake nonce, sent while the client may have
-    /// changed address, so that the server finds the session without the address.
+    /// Secure sessions only: the session tag (the server's session salt from the accept), sent
+    /// while the client may have changed address, so that the server finds the session without
+    /// the address.
     pub(crate) session: Option<u64>,
     pub(crate) ack: Option<AckHeader>,
 }
