@@ -133,7 +133,7 @@ pub enum KeyFileError {
         source: io::Error,
     },
     /// The file does not hold a key.
-    #[error("key file {}: {source}; create one with a `token` command's key generation", path.display())]
+    #[error("key file {}: {source}; create one with PrivateKey::generate().save(..) (the connect_token example: `keygen`)", path.display())]
     Parse {
         /// The file.
         path: PathBuf,
