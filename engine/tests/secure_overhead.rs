@@ -85,3 +85,23 @@ fn two_way_unreliable_message_with_piggybacked_ack_costs_at_most_28_bytes() {
     // The unsecured 12 plus the tag.
     assert!(max <= 28, "{max} bytes of overhead");
 }
+
+#[test]
+fn idle_keepalives_carry_no_session_tag() {
+    let mut wire = secure_wire();
+    wire.advance(Duration::from_secs(5));
+    let sizes: Vec<usize> = wire
+        .log
+        .iter()
+        .filter(|(from, _)| *from == Side::Client)
+        .map(|(_, data)| data.len())
+        .collect();
+    assert!(sizes.len() >= 4, "keepalives were sent");
+    let max = sizes.iter().copied().max().unwrap_or(0);
+    println!(
+        "secure idle: {} keepalive datagrams, at most {max} bytes",
+        sizes.len()
+    );
+    // Header with an ack and a delay (12), a ping (1) and the tag (16): no 8-byte session tag.
+    assert!(max <= 29, "{max} bytes");
+}

@@ -1116,14 +1116,19 @@ impl Connection {
         let budget = self.config.payload_budget.min(buf.len());
         let mut writer = Writer::new(buf.get_mut(..budget.checked_sub(tag_len)?)?);
         let pn = self.sent.next();
-        // A secure client names its session while it may have changed address: when it has
-        // heard nothing for an RTO, and when it answers a path challenge.
-        let session = (self.role == Role::Client
-            && self.is_secure()
-            && (response_due.is_some()
-                || now.saturating_duration_since(self.last_received) >= self.rto()))
-        .then(|| self.session_tag())
-        .flatten();
+        // A secure client names its session while it may have changed address: when a packet
+        // it sent an RTO ago is unacknowledged and nothing at all arrived since it was sent, and
+        // when it answers a path challenge. An idle session's keepalives carry no tag.
+        let session = if self.role == Role::Client && self.is_secure() {
+            let unanswered = self.sent.oldest_in_flight().is_some_and(|(sent, _)| {
+                self.last_received <= sent && now.saturating_duration_since(sent) >= self.rto()
+            });
+            (response_due.is_some() || unanswered)
+                .then(|| self.session_tag())
+                .flatten()
+        } else {
+            None
+        };
         // From here on the packet is sent: taking ack blocks marks packets as reported.
         let ack = self.received.next_block().map(|block| {
             let delay = now.saturating_duration_since(block.arrived).as_micros() as u64
