@@ -1,7 +1,7 @@
 //! Packet protection for secure sessions: per-session keys derived from the token's keys, and
 //! AES-256-GCM (ring; hardware-accelerated on x86-64 and ARMv8) over every data, accept
-//! and disconnect packet. With AES-GCM, encrypted T2 (`loopback_bench`) ran at 0.86x the
-//! unencrypted rate (BENCHMARKS.md); with ChaCha20-Poly1305 it was 0.64x on the same machine.
+//! and disconnect packet. With AES-GCM, encrypted T2 (`loopback_bench`) ran at 0.80x to 0.86x
+//! the unencrypted rate (BENCHMARKS.md); with ChaCha20-Poly1305 it was 0.64x on the same machine.
 //!
 //! **Keys.** Each direction's key is HKDF-SHA256 with the token's key for that direction as
 //! input, the client's handshake nonce (8 bytes, big-endian), the server's cookie (24 bytes)
