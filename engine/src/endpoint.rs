@@ -367,7 +367,13 @@ impl Endpoint {
             self.reap(id);
             return;
         }
-        if SecureHandshake::is_secure(&datagram) {
+        // Secure layouts only where secure sessions live; elsewhere they stay malformed, as in
+        // the unsecured protocol.
+        let secure_here = self.guard.is_some()
+            || existing
+                .and_then(|id| self.connections.get(&id))
+                .is_some_and(Connection::is_secure);
+        if secure_here && SecureHandshake::is_secure(&datagram) {
             self.handle_secure_handshake(now, from, existing, &datagram);
             return;
         }

@@ -50,3 +50,37 @@ fn an_unsecured_client_is_refused_by_a_secure_server() {
     assert!(endpoint.stats().dropped.token_missing >= 1);
     assert_eq!(endpoint.stats().datagrams_sent, 0);
 }
+
+#[test]
+fn a_secure_client_is_ignored_by_an_unsecured_server() {
+    let mut sim = tickwire::sim::Simulation::new(support::secure::quiet_link(), 2).unwrap();
+    let server = sim
+        .add_endpoint(
+            support::server_addr(),
+            tickwire::Config {
+                seed: Some(1),
+                ..tickwire::Config::server()
+            },
+        )
+        .unwrap();
+    let client = sim
+        .add_endpoint(
+            support::client_addr(),
+            tickwire::Config {
+                seed: Some(2),
+                connect_token: Some(support::secure::token()),
+                ..tickwire::Config::client()
+            },
+        )
+        .unwrap();
+    let now = sim.now();
+    sim.endpoint_mut(client)
+        .connect(support::server_addr(), now)
+        .unwrap();
+    sim.run_for(std::time::Duration::from_secs(1)).unwrap();
+    let endpoint = sim.endpoint(server);
+    assert_eq!(endpoint.connection_count(), 0);
+    // To a server that knows no tokens, the secure layout is just malformed.
+    assert!(endpoint.stats().dropped.malformed >= 1);
+    assert_eq!(endpoint.stats().datagrams_sent, 0);
+}
