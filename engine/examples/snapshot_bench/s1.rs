@@ -153,11 +153,17 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
     let mut blacked_out = false;
     let mut blackout_ends: Vec<Instant> = Vec::new();
     let mut scratch = Vec::new();
+    let mut synced_at: Option<u64> = None;
 
     for tick in 1..=total_ticks {
         let now = start + tick_len.mul_f64(tick as f64);
         net.advance_to(now);
-        let measuring = tick > warmup_ticks;
+        // Measured after the warm-up, and once client 0 holds the whole world (on a long
+        // path the first full state takes a few round trips: `sync_ms`).
+        let measuring = tick > warmup_ticks && synced_at.is_some();
+        if measuring {
+            m.measured_ticks += 1;
+        }
         net.counting = measuring;
 
         // Blackouts (profile C): both directions lose everything, then recover.
@@ -221,9 +227,20 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
                     m.decode_us.push(took.as_secs_f64() * 1e6);
                 }
                 match decoded {
-                    Ok(Some(decoded)) if client == 0 && config.render => {
-                        let frame = frame_of(&quantizer, &decoded.view);
-                        buffer.push(decoded.tick, frame, at);
+                    Ok(Some(decoded)) if client == 0 => {
+                        if synced_at.is_none() && decoded.view.len() == ENTITIES {
+                            synced_at = Some(tick);
+                        }
+                        if config.render {
+                            let frame = frame_of(&quantizer, &decoded.view);
+                            buffer.push(decoded.tick, frame, at);
+                        }
+                    }
+                    // Stale (overtaken) or duplicate: still an arrival for the jitter.
+                    Ok(None) if client == 0 && config.render => {
+                        if let Some(tick) = decoder.last_decoded_tick() {
+                            buffer.record_arrival(tick, at);
+                        }
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -359,7 +376,9 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
     }
     net.advance_to(start + tick_len.mul_f64((total_ticks + 1) as f64));
     m.recovery_ms = recovery_ms(&m.frame_log, &blackout_ends);
-    m.summarise(&net, config, total_ticks - warmup_ticks)
+    m.sync_ms = synced_at.map(|t| t as f64 * 1000.0 / TICK_HZ);
+    let measured = m.measured_ticks;
+    m.summarise(&net, config, measured)
 }
 
 /// Everything measured during the run (after warm-up).
@@ -391,6 +410,8 @@ struct Measures {
     moving_calm: Vec<f64>,
     full_bytes: u64,
     recovery_ms: Option<f64>,
+    measured_ticks: u64,
+    sync_ms: Option<f64>,
 }
 
 impl Measures {
@@ -498,6 +519,7 @@ impl Measures {
         if let Some(recovery) = self.recovery_ms {
             s.put("recovery_ms", recovery);
         }
+        s.put("sync_ms", self.sync_ms.unwrap_or(f64::NAN));
         s.put("moving_fraction", mean(&self.moving));
         s.put("moving_fraction_calm", mean(&self.moving_calm));
         s

@@ -737,6 +737,7 @@ pub struct SnapshotClient<S> {
     views: VecDeque<Received<S>>,
     newest: Option<u64>,
     errors: u64,
+    last_decoded_tick: Option<u64>,
 }
 
 /// A snapshot newer than any before it, ready to render.
@@ -758,6 +759,7 @@ impl<S: EntityState> SnapshotClient<S> {
             views: VecDeque::new(),
             newest: None,
             errors: 0,
+            last_decoded_tick: None,
         }
     }
 
@@ -794,12 +796,23 @@ impl<S: EntityState> SnapshotClient<S> {
         self.errors
     }
 
+    /// The server tick of the last snapshot [`receive`](Self::receive) decoded, stale or a
+    /// duplicate or not.
+    /// When `receive` returns `Ok(None)` for a stale snapshot, pass this to
+    /// [`SnapshotBuffer::record_arrival`](super::SnapshotBuffer::record_arrival) so that the
+    /// buffer's jitter estimate sees late arrivals too.
+    pub fn last_decoded_tick(&self) -> Option<u64> {
+        self.last_decoded_tick
+    }
+
     fn decode(&mut self, bytes: &[u8]) -> Result<Option<Decoded<S>>, SnapshotDecodeError> {
         let mut r = BitReader::new(bytes);
         let seq = r.read_varint()?;
         let tick = r.read_varint()?;
         let baseline = r.read_varint()?;
         if self.views.iter().any(|v| v.seq == seq) {
+            // A duplicate: it still arrived.
+            self.last_decoded_tick = Some(tick);
             return Ok(None);
         }
         let find = |seq: u64| {
@@ -921,6 +934,7 @@ impl<S: EntityState> SnapshotClient<S> {
             return Err(SnapshotDecodeError::TooManyEntities);
         }
         let view = Arc::new(View { entities: out });
+        self.last_decoded_tick = Some(tick);
         self.views.push_back(Received {
             seq,
             tick,
