@@ -106,11 +106,15 @@ impl Interpolate for Frame {
 ///
 /// Full: 18 + 18 + 15 position bits, 29 orientation bits, 1 interacting bit = 81 bits.
 ///
-/// Delta against the baseline (the layout prototyped here, see `DELTA LAYOUT` below):
+/// Delta against a reference (see `DELTA LAYOUT` below). The reference is the baseline, or,
+/// when the snapshot names prediction views, a prediction from them chosen per cube by a
+/// selector in front: `1` the first candidate, `01`/`00` the others (with two older states:
+/// constant acceleration, constant velocity, the baseline; with one: velocity, baseline).
 ///
 /// ```text
+/// selector      0 to 2 bits, as above (none without prediction views)
 /// interacting   1 bit, the value itself (cheaper than a changed bit)
-/// xy changed    1 bit; if set: class 3 bits → width XY_WIDTHS[class], then dx, dy in two's
+/// xy changed    1 bit (differs from the reference); if set: class 3 bits → width XY_WIDTHS[class], then dx, dy in two's
 ///               complement at that width (class 7: absolute 18-bit x and y)
 /// z changed     1 bit; if set: class 2 bits → width Z_WIDTHS[class], then dz (class 3:
 ///               absolute 15-bit z)

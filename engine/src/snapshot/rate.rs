@@ -12,8 +12,9 @@
 //!   is not taken for congestion). On congestion the rate is multiplied by `decrease`, at most
 //!   once per round trip, so one episode is one cut.
 //! - **Otherwise** the rate grows by `increase` of itself per round trip, up to
-//!   `max_bytes_per_second`; snapshots that need less than the budget leave it unused, which
-//!   costs nothing.
+//!   `max_bytes_per_second`, but never beyond `headroom` times what the connection actually
+//!   sent (when that is known): a budget that calm snapshots leave unused would otherwise grow
+//!   without test, and the next burst of changes would flood the bottleneck.
 //!
 //! Sans-I/O like the rest of the core: the caller passes every sample with its `now`, taken
 //! from [`ConnectionStats`](crate::ConnectionStats) (see [`LinkSample::from_stats`]) or from any
@@ -25,7 +26,12 @@
 //!
 //! let mut rate = RateController::new(RateConfig::default())?;
 //! let start = Instant::now(); // in a real server, the tick's time
-//! let calm = LinkSample { rtt: Duration::from_millis(100), min_rtt: Duration::from_millis(100), loss_rate: 0.0 };
+//! let calm = LinkSample {
+//!     rtt: Duration::from_millis(100),
+//!     min_rtt: Duration::from_millis(100),
+//!     loss_rate: 0.0,
+//!     sent_bytes_per_second: 0, // unknown: no application limit
+//! };
 //! let queued = LinkSample { rtt: Duration::from_millis(400), ..calm };
 //! for tick in 0..60u32 {
 //!     rate.handle_sample(start + Duration::from_millis(100) * tick, calm);
@@ -67,6 +73,10 @@ pub struct RateConfig {
     /// Growth per round trip without congestion, as a fraction of the budget, in (0, 1].
     /// Default 0.05 (doubling in about 14 round trips).
     pub increase: f64,
+    /// The budget stays below this multiple of the bytes per second the connection sent
+    /// ([`LinkSample::sent_bytes_per_second`], when not 0), at least 1. Default 1.5: room for
+    /// a burst half again as large as what was tested.
+    pub headroom: f64,
 }
 
 impl Default for RateConfig {
@@ -80,6 +90,7 @@ impl Default for RateConfig {
             rtt_slack: Duration::from_millis(20),
             decrease: 0.7,
             increase: 0.05,
+            headroom: 1.5,
         }
     }
 }
@@ -103,6 +114,9 @@ pub enum RateConfigError {
     /// `increase` was outside (0, 1].
     #[error("increase must be in (0, 1]")]
     Increase,
+    /// `headroom` was below 1 or not finite.
+    #[error("headroom must be finite and at least 1")]
+    Headroom,
 }
 
 /// One measurement of the path, as the transport sees it.
@@ -114,15 +128,19 @@ pub struct LinkSample {
     pub min_rtt: Duration,
     /// Share of packets lost recently, 0 to 1.
     pub loss_rate: f64,
+    /// Bytes per second the connection sent recently (all traffic); 0 if unknown.
+    pub sent_bytes_per_second: u64,
 }
 
 impl LinkSample {
-    /// The sample a connection's statistics give (`rtt`, `min_rtt`, `loss_rate`).
+    /// The sample a connection's statistics give (`rtt`, `min_rtt`, `loss_rate`,
+    /// `send_bytes_per_sec`).
     pub fn from_stats(stats: &ConnectionStats) -> Self {
         Self {
             rtt: stats.rtt,
             min_rtt: stats.min_rtt,
             loss_rate: stats.loss_rate,
+            sent_bytes_per_second: stats.send_bytes_per_sec,
         }
     }
 }
@@ -164,6 +182,9 @@ impl RateController {
         if !(config.increase > 0.0 && config.increase <= 1.0) {
             return Err(RateConfigError::Increase);
         }
+        if !(config.headroom.is_finite() && config.headroom >= 1.0) {
+            return Err(RateConfigError::Headroom);
+        }
         Ok(Self {
             config,
             rate: f64::from(config.initial_bytes_per_second),
@@ -198,7 +219,13 @@ impl RateController {
             // Growth proportional to the round trips elapsed (at most one per sample, so a
             // long silence does not jump the rate).
             let round_trips = (elapsed.as_secs_f64() / rtt.as_secs_f64()).min(1.0);
-            self.rate *= 1.0 + config.increase * round_trips;
+            let grown = self.rate * (1.0 + config.increase * round_trips);
+            // Application-limited: no more than `headroom` times what was sent.
+            self.rate = if sample.sent_bytes_per_second > 0 {
+                grown.min(sample.sent_bytes_per_second as f64 * config.headroom)
+            } else {
+                grown
+            };
         }
         self.rate = self.rate.clamp(
             f64::from(config.min_bytes_per_second),
@@ -232,6 +259,7 @@ mod tests {
             rtt: Duration::from_millis(rtt_ms),
             min_rtt: Duration::from_millis(100),
             loss_rate: loss,
+            sent_bytes_per_second: 0,
         }
     }
 
@@ -244,6 +272,20 @@ mod tests {
         }
         assert_eq!(rate.bytes_per_second(), 250_000);
         assert!(!rate.is_congested());
+    }
+
+    #[test]
+    fn an_unused_budget_does_not_grow_past_the_headroom() {
+        let mut rate = RateController::new(RateConfig::default()).unwrap();
+        let start = Instant::now();
+        let app_limited = LinkSample {
+            sent_bytes_per_second: 10_000,
+            ..sample(100, 0.0)
+        };
+        for i in 0..1_000u32 {
+            rate.handle_sample(start + Duration::from_millis(16) * i, app_limited);
+        }
+        assert_eq!(rate.bytes_per_second(), 15_000);
     }
 
     #[test]
@@ -298,5 +340,6 @@ mod tests {
         );
         assert_eq!(bad(|c| c.decrease = 1.0), RateConfigError::Decrease);
         assert_eq!(bad(|c| c.increase = 0.0), RateConfigError::Increase);
+        assert_eq!(bad(|c| c.headroom = 0.5), RateConfigError::Headroom);
     }
 }

@@ -68,6 +68,8 @@ use crate::{ConnectionId, DeliveryOutcome, MessageId};
 /// Bits an entry's id gap is assumed to take when filling the budget (the exact size is
 /// checked after).
 const ENTRY_HEADER_ESTIMATE: usize = 6;
+/// Rank added to changes in flight, above any waiting time.
+const IN_FLIGHT_RANK: f32 = 1e30;
 /// Highest Exp-Golomb order of entry id gaps (3 bits in the header).
 const MAX_ID_ORDER: u32 = 7;
 /// Ticks between one prediction view and the next newer one (or the baseline): about as many
@@ -170,6 +172,10 @@ struct ClientRecord<S> {
     interest: Option<Interest<S>>,
     priority: Option<Priority<S>>,
     waiting: HashMap<EntityId, f32>,
+    /// Entities sent since the baseline: the snapshot that first carried each. Until that one
+    /// is acknowledged the entity must be carried again, or the views after it would show
+    /// the baseline's older state (a step back).
+    in_flight: HashMap<EntityId, u64>,
     tokens: f64,
     refilled: Option<Instant>,
     /// Overrides `SnapshotConfig::bandwidth` for this client ([`SnapshotServer::set_bandwidth`]).
@@ -263,6 +269,7 @@ impl<S: EntityState> SnapshotServer<S> {
                 interest: None,
                 priority: None,
                 waiting: HashMap::new(),
+                in_flight: HashMap::new(),
                 tokens: self.config.max_snapshot_bytes as f64,
                 refilled: None,
                 bandwidth: None,
@@ -366,7 +373,10 @@ impl<S: EntityState> SnapshotServer<S> {
             budget = budget.min(record.tokens.max(0.0) as usize);
         }
 
-        // Priority: removals first, then by how long and how much each change has waited.
+        // Priority: removals first, then the changes in flight (carried since the baseline),
+        // then by how long and how much each change has waited.
+        let acked_seq = base_seq.unwrap_or(0);
+        record.in_flight.retain(|_, first| *first > acked_seq);
         let mut ranked: Vec<(f32, usize)> = Vec::with_capacity(changes.len());
         for (index, change) in changes.iter().enumerate() {
             let rank = match change {
@@ -375,7 +385,11 @@ impl<S: EntityState> SnapshotServer<S> {
                     let weight = record.priority.as_ref().map_or(1.0, |p| p(*id, state));
                     let waited = record.waiting.entry(*id).or_insert(0.0);
                     *waited += weight;
-                    *waited
+                    if record.in_flight.contains_key(id) {
+                        IN_FLIGHT_RANK + *waited
+                    } else {
+                        *waited
+                    }
                 }
             };
             ranked.push((rank, index));
@@ -483,7 +497,9 @@ impl<S: EntityState> SnapshotServer<S> {
             chosen.iter().map(|(index, _, _)| &changes[*index]),
         );
         for (index, _, _) in &chosen {
-            record.waiting.remove(&changes[*index].id());
+            let id = changes[*index].id();
+            record.waiting.remove(&id);
+            record.in_flight.entry(id).or_insert(seq);
         }
         if record.bandwidth.unwrap_or(config.bandwidth).is_some() {
             record.tokens -= bytes as f64;
