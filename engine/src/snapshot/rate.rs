@@ -145,7 +145,8 @@ impl LinkSample {
     }
 }
 
-/// A per-client snapshot budget from measured RTT and loss: see the [module docs](self).
+/// A per-client snapshot budget from measured RTT and loss (the loop is described in the
+/// source of `snapshot/rate.rs`: delay- and loss-based AIMD, application-limited growth).
 ///
 /// Feed it with [`handle_sample`](Self::handle_sample) (every snapshot tick, or whenever new
 /// statistics are at hand) and hand [`bytes_per_second`](Self::bytes_per_second) to

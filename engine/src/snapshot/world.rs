@@ -17,7 +17,10 @@
 //!   snapshot that still has it is decoded (to keep its view as a baseline) but never rendered:
 //!   [`SnapshotClient::receive`] reports only snapshots newer than the newest seen.
 //! - Entities left out by the **bandwidth budget** keep their baseline state in the new view
-//!   and are sent later; the priority accumulator makes sure starved ones catch up.
+//!   and are sent later; the priority accumulator makes sure starved ones catch up. An entity
+//!   already carried since the baseline goes first until the snapshot that first carried it
+//!   is acknowledged: leaving it out would make the new view step back to the baseline's
+//!   older state.
 //! - **Interest**: an entity outside a client's filter is removed from that client's view;
 //!   entering scope is a creation.
 //!
@@ -92,7 +95,9 @@ pub struct SnapshotConfig {
     /// Default 3000 (three fragments at the default payload budget).
     pub max_snapshot_bytes: usize,
     /// Bandwidth per client in bytes per second, as a token bucket refilled from `now`;
-    /// `None`: only `max_snapshot_bytes` limits. Default `None`.
+    /// `None`: only `max_snapshot_bytes` limits. Default `None`. Per client, and driven by
+    /// measured RTT and loss: [`SnapshotServer::set_bandwidth`] with a
+    /// [`RateController`](super::RateController).
     pub bandwidth: Option<u32>,
     /// Client side: most entities one view may hold; more is a decode error. Default 65,536.
     pub max_entities: usize,
@@ -457,12 +462,18 @@ impl<S: EntityState> SnapshotServer<S> {
             w.write_varint(tick);
             w.write_varint(base_seq.map_or(0, |b| seq - b));
             if let Some(base_seq) = base_seq {
+                // No entries, nothing to predict: a single 0 (header-only snapshots at rest).
+                let named = if chosen.len() == layout.removed {
+                    &predictors[..0]
+                } else {
+                    &predictors[..]
+                };
                 let mut after = base_seq;
-                for (seq, _, _) in &predictors {
+                for (seq, _, _) in named {
                     w.write_varint(after - seq);
                     after = *seq;
                 }
-                if predictors.len() < PREDICTION_VIEWS {
+                if named.len() < PREDICTION_VIEWS {
                     w.write_varint(0);
                 }
             }
