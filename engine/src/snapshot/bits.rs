@@ -105,23 +105,27 @@ impl<'a> BitWriter<'a> {
     /// If `bits > 64`: the width is chosen by the caller's code, so this is a bug, not input.
     pub fn write_bits(&mut self, value: u64, bits: u32) {
         assert!(bits <= 64, "write_bits: {bits} bits (at most 64)");
-        let mut value = low_bits(value, bits);
-        let mut remaining = bits;
-        while remaining > 0 {
-            let used = (self.bits % 8) as u32;
-            if used == 0 {
-                self.buf.push(0);
-            }
-            let take = (8 - used).min(remaining);
-            // The push above guarantees a last byte whenever `used == 0`; otherwise the previous
-            // write left a partial byte there.
-            if let Some(last) = self.buf.last_mut() {
-                *last |= (low_bits(value, take) as u8) << used;
-            }
-            value = value.checked_shr(take).unwrap_or(0);
-            remaining -= take;
-            self.bits += take as usize;
+        if bits == 0 {
+            return;
         }
+        let used = (self.bits % 8) as u32;
+        // The value shifted to its place in the current partial byte, then whole bytes.
+        let mut pending = u128::from(low_bits(value, bits)) << used;
+        let mut remaining = used + bits;
+        if used > 0 {
+            // A previous write left a partial byte at the end.
+            if let Some(last) = self.buf.last_mut() {
+                *last |= pending as u8;
+            }
+            pending >>= 8;
+            remaining = remaining.saturating_sub(8);
+        }
+        while remaining > 0 {
+            self.buf.push(pending as u8);
+            pending >>= 8;
+            remaining = remaining.saturating_sub(8);
+        }
+        self.bits += bits as usize;
     }
 
     /// Writes one bit.

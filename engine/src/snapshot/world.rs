@@ -684,13 +684,17 @@ fn apply<'a, S: 'a>(base: &View<S>, changes: impl Iterator<Item = &'a Change<S>>
 }
 
 fn append_bits(w: &mut BitWriter<'_>, bytes: &[u8], bits: usize) {
+    // Eight bytes at a time: bits are packed least significant first, so little-endian words
+    // hold them in order.
     let mut left = bits;
-    for &byte in bytes {
+    for chunk in bytes.chunks(8) {
         if left == 0 {
             break;
         }
-        let take = left.min(8);
-        w.write_bits(u64::from(byte), take as u32);
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let take = left.min(64);
+        w.write_bits(u64::from_le_bytes(word), take as u32);
         left -= take;
     }
 }
