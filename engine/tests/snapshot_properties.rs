@@ -340,3 +340,71 @@ proptest! {
         }
     }
 }
+
+/// Under a budget too small for every change, an entity carried since the baseline is carried
+/// again until the snapshot that first carried it is acknowledged. When it is then left out,
+/// the view falls back to the baseline, at most a round trip older than what was shown (every
+/// entity here only moves forward, so a step back is visible); and every entity is refreshed
+/// now and then.
+#[test]
+fn a_budget_steps_an_entity_back_by_at_most_a_round_trip() {
+    let config = SnapshotConfig {
+        max_snapshot_bytes: 120,
+        ..SnapshotConfig::default()
+    };
+    let mut server = SnapshotServer::<Mover>::new(config.clone());
+    let mut client = SnapshotClient::<Mover>::new(config);
+    let peer = ConnectionId(1);
+    server.add_client(peer);
+    let start = Instant::now();
+    let mut acks: Vec<(u64, u64)> = Vec::new();
+    // Per entity: the tick of the state shown last, and when it last moved forward.
+    let mut shown: BTreeMap<u32, (u64, u64)> = BTreeMap::new();
+    let round_trip = 6u64;
+    for tick in 1..=600u64 {
+        for id in 0..60u32 {
+            server.set(
+                EntityId(id),
+                Mover {
+                    x: (tick * u64::from(id + 1)) as i64,
+                    tag: 0,
+                },
+            );
+        }
+        let mut bytes = Vec::new();
+        let now = start + Duration::from_millis(16) * tick as u32;
+        server.encode(peer, tick, now, &mut bytes).unwrap();
+        let decoded = client.receive(&bytes).unwrap().unwrap();
+        for (id, m) in decoded.view.iter() {
+            let state_tick = m.x as u64 / u64::from(id.0 + 1);
+            let (last, since) = shown.entry(id.0).or_insert((state_tick, tick));
+            // After the first round trips (full snapshots until the first acknowledgement).
+            if tick > 4 * round_trip {
+                assert!(
+                    state_tick + round_trip + 1 >= *last,
+                    "entity {} stepped back from tick {last} to {state_tick} at tick {tick}",
+                    id.0
+                );
+            }
+            if state_tick > *last {
+                *since = tick;
+            }
+            *last = state_tick;
+        }
+        // Acknowledged a round trip later.
+        acks.push((tick + round_trip, decoded.seq));
+        acks.retain(|&(due, seq)| {
+            if due <= tick {
+                server.handle_ack(peer, seq);
+            }
+            due > tick
+        });
+    }
+    assert_eq!(shown.len(), 60);
+    for (id, (_, since)) in &shown {
+        assert!(
+            600 - since < 120,
+            "entity {id} last refreshed at tick {since}"
+        );
+    }
+}

@@ -19,8 +19,9 @@
 //! - Entities left out by the **bandwidth budget** keep their baseline state in the new view
 //!   and are sent later; the priority accumulator makes sure starved ones catch up. An entity
 //!   already carried since the baseline goes first until the snapshot that first carried it
-//!   is acknowledged: leaving it out would make the new view step back to the baseline's
-//!   older state.
+//!   is acknowledged: left out before, the new view would step back to the baseline's state,
+//!   however old; left out after, it falls back by at most a round trip (the baseline then
+//!   holds the state it was carried with).
 //! - **Interest**: an entity outside a client's filter is removed from that client's view;
 //!   entering scope is a creation.
 //!
