@@ -247,14 +247,15 @@ impl Reference {
             return vec![plain];
         };
         let ahead = baseline.ticks_ahead.min(MAX_PREDICTION_TICKS) as i64;
-        let s1 = s1 as i64;
+        // Spans come from the peer's ticks: clamped, so the products below stay small.
+        let s1 = s1.min(MAX_PREDICTION_TICKS * 4) as i64;
         let linear = Self::extend(base, previous, None, |y0, y1, _| {
             y0 + round_div((y0 - y1) * ahead, s1)
         });
         let Some((older, s2)) = baseline.older else {
             return vec![linear, plain];
         };
-        let s2 = s2 as i64;
+        let s2 = s2.min(MAX_PREDICTION_TICKS * 8) as i64;
         if s2 <= s1 {
             return vec![linear, plain];
         }

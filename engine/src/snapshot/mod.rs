@@ -60,7 +60,7 @@ pub use quantize::{
 pub use rate::{LinkSample, RateConfig, RateConfigError, RateController};
 #[cfg(feature = "serde")]
 pub use state::SerdeState;
-pub use state::{Baseline, EntityId, EntityState, MAX_SERDE_STATE};
+pub use state::{Baseline, EntityId, EntityState, MAX_BASELINE_TICKS, MAX_SERDE_STATE};
 pub use world::{
     Decoded, Interest, Priority, SnapshotClient, SnapshotConfig, SnapshotInfo, SnapshotServer, View,
 };

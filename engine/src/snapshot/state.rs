@@ -62,6 +62,10 @@ pub trait EntityState: Clone + PartialEq + Send + Sync + 'static {
     }
 }
 
+/// Largest tick distance a [`Baseline`] reports (2^16): distances come from ticks on the
+/// wire, and this keeps products of a few of them within 64 bits.
+pub const MAX_BASELINE_TICKS: u64 = 1 << 16;
+
 /// What a delta is coded against: the entity's state in the baseline view, plus the context a
 /// prediction needs. Server and client build the same one, so a state may code the error of
 /// any deterministic prediction from it (integer arithmetic only: both sides must compute the
@@ -70,14 +74,17 @@ pub trait EntityState: Clone + PartialEq + Send + Sync + 'static {
 pub struct Baseline<'a, S> {
     /// The entity's state in the baseline view.
     pub state: &'a S,
-    /// Server ticks from the baseline's snapshot to the one being coded (at least 1).
+    /// Server ticks from the baseline's snapshot to the one being coded, in
+    /// 1..=[`MAX_BASELINE_TICKS`] (longer gaps are clamped, so arithmetic on it cannot
+    /// overflow whatever ticks a peer sent).
     pub ticks_ahead: u64,
     /// The entity's state in an older view the receiver also holds, and how many server ticks
-    /// before the baseline it is (at least 1); `None` when there is no such view or the entity
-    /// was not in it.
+    /// before the baseline it is (in 1..=[`MAX_BASELINE_TICKS`]); `None` when there is no such
+    /// view or the entity was not in it.
     pub previous: Option<(&'a S, u64)>,
     /// The entity's state in a view older still (before `previous`), and how many server ticks
-    /// before the baseline it is (more than `previous`'s); `None` unless `previous` is `Some`
+    /// before the baseline it is (in 1..=[`MAX_BASELINE_TICKS`], usually more than
+    /// `previous`'s, but check); `None` unless `previous` is `Some`
     /// and the entity was in that view too. With it, a state can predict from acceleration.
     pub older: Option<(&'a S, u64)>,
 }
@@ -94,15 +101,19 @@ impl<'a, S> Baseline<'a, S> {
     ) -> Self {
         let lookup = |index: usize| {
             predictors.get(index).and_then(|(_, tick, view)| {
-                view.get(id)
-                    .map(|s| (s, base_tick.saturating_sub(*tick).max(1)))
+                view.get(id).map(|s| {
+                    (
+                        s,
+                        base_tick.saturating_sub(*tick).clamp(1, MAX_BASELINE_TICKS),
+                    )
+                })
             })
         };
         let previous = lookup(0);
         let older = previous.and_then(|_| lookup(1));
         Self {
             state,
-            ticks_ahead,
+            ticks_ahead: ticks_ahead.clamp(1, MAX_BASELINE_TICKS),
             previous,
             older,
         }
