@@ -218,6 +218,30 @@ fn selector_bits(index: usize, n: usize) -> usize {
     }
 }
 
+/// Up to three references, best guess first, without a heap allocation per entity.
+struct Candidates {
+    references: [Reference; 3],
+    len: usize,
+}
+
+impl Candidates {
+    fn new(references: &[Reference]) -> Self {
+        let mut out = Self {
+            references: [references[0]; 3],
+            len: references.len().min(3),
+        };
+        out.references[..out.len].copy_from_slice(&references[..out.len]);
+        out
+    }
+}
+
+impl std::ops::Deref for Candidates {
+    type Target = [Reference];
+    fn deref(&self) -> &[Reference] {
+        &self.references[..self.len]
+    }
+}
+
 /// What a delta is coded against: the baseline's quantised values, or a prediction of them.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Reference {
@@ -240,11 +264,11 @@ impl Reference {
     /// the baseline; with none, the baseline alone. Integer arithmetic only, so both sides
     /// compute the same bits; rotation components are continued only while the largest
     /// component stays the same.
-    fn candidates(baseline: &Baseline<'_, CubeState>) -> Vec<Self> {
+    fn candidates(baseline: &Baseline<'_, CubeState>) -> Candidates {
         let base = baseline.state;
         let plain = Self::of(base);
         let Some((previous, s1)) = baseline.previous else {
-            return vec![plain];
+            return Candidates::new(&[plain]);
         };
         let ahead = baseline.ticks_ahead.min(MAX_PREDICTION_TICKS) as i64;
         // Spans come from the peer's ticks: clamped, so the products below stay small.
@@ -253,11 +277,11 @@ impl Reference {
             y0 + round_div((y0 - y1) * ahead, s1)
         });
         let Some((older, s2)) = baseline.older else {
-            return vec![linear, plain];
+            return Candidates::new(&[linear, plain]);
         };
         let s2 = s2.min(MAX_PREDICTION_TICKS * 8) as i64;
         if s2 <= s1 {
-            return vec![linear, plain];
+            return Candidates::new(&[linear, plain]);
         }
         // Lagrange through (0, y0), (−s1, y1), (−s2, y2), at `ahead`.
         let a = ahead;
@@ -265,7 +289,7 @@ impl Reference {
             let numerator = -(y1 - y0) * a * (a + s2) * s2 + (y2 - y0) * a * (a + s1) * s1;
             y0 + round_div(numerator, s1 * s2 * (s2 - s1))
         });
-        vec![quadratic, linear, plain]
+        Candidates::new(&[quadratic, linear, plain])
     }
 
     /// Applies `predict(y0, y1, y2)` to every coordinate and rotation component.
