@@ -10,8 +10,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tickwire::snapshot::{
-    quantize_quat, BitReader, BitWriter, BoundedFloat, EntityState, Interpolate, QuantizedQuat,
-    Quat, SnapshotDecodeError, DEFAULT_QUAT_BITS,
+    quantize_quat, Baseline, BitReader, BitWriter, BoundedFloat, EntityState, Interpolate,
+    QuantizedQuat, Quat, SnapshotDecodeError, DEFAULT_QUAT_BITS,
 };
 
 /// Cubes on the grid.
@@ -106,11 +106,15 @@ impl Interpolate for Frame {
 ///
 /// Full: 18 + 18 + 15 position bits, 29 orientation bits, 1 interacting bit = 81 bits.
 ///
-/// Delta against the baseline (the layout prototyped here, see `DELTA LAYOUT` below):
+/// Delta against a reference (see `DELTA LAYOUT` below). The reference is the baseline, or,
+/// when the snapshot names prediction views, a prediction from them chosen per cube by a
+/// selector in front: `1` the first candidate, `01`/`00` the others (with two older states:
+/// constant acceleration, constant velocity, the baseline; with one: velocity, baseline).
 ///
 /// ```text
+/// selector      0 to 2 bits, as above (none without prediction views)
 /// interacting   1 bit, the value itself (cheaper than a changed bit)
-/// xy changed    1 bit; if set: class 3 bits → width XY_WIDTHS[class], then dx, dy in two's
+/// xy changed    1 bit (differs from the reference); if set: class 3 bits → width XY_WIDTHS[class], then dx, dy in two's
 ///               complement at that width (class 7: absolute 18-bit x and y)
 /// z changed     1 bit; if set: class 2 bits → width Z_WIDTHS[class], then dz (class 3:
 ///               absolute 15-bit z)
@@ -147,10 +151,227 @@ impl EntityState for CubeState {
     }
 
     fn write_delta(&self, base: &Self, w: &mut BitWriter<'_>) {
+        self.write_against(&Reference::of(base), w);
+    }
+
+    fn read_delta(base: &Self, r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
+        Self::read_against(&Reference::of(base), r)
+    }
+
+    /// With older views: a short code says whether the reference is the baseline, the
+    /// baseline's velocity continued, or its velocity and acceleration continued (whichever
+    /// codes shortest; a cube that stopped or was just pushed predicts badly).
+    fn write_delta_predicted(&self, baseline: &Baseline<'_, Self>, w: &mut BitWriter<'_>) {
+        let references = Reference::candidates(baseline);
+        if references.len() < 2 {
+            self.write_delta(baseline.state, w);
+            return;
+        }
+        // Index 0 is the best guess (one bit), then the others.
+        let (best, _) = references
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, self.bits_against(r) + selector_bits(i, references.len())))
+            .min_by_key(|&(_, bits)| bits)
+            .unwrap_or((0, 0));
+        write_selector(w, best, references.len());
+        self.write_against(&references[best], w);
+    }
+
+    fn read_delta_predicted(
+        baseline: &Baseline<'_, Self>,
+        r: &mut BitReader<'_>,
+    ) -> Result<Self, SnapshotDecodeError> {
+        let references = Reference::candidates(baseline);
+        if references.len() < 2 {
+            return Self::read_delta(baseline.state, r);
+        }
+        let index = read_selector(r, references.len())?;
+        Self::read_against(&references[index], r)
+    }
+}
+
+/// Selector of the reference among `n` (2 or 3): `1` for the first, then `0`, or `01`, `00`.
+fn write_selector(w: &mut BitWriter<'_>, index: usize, n: usize) {
+    match (index, n) {
+        (0, _) => w.write_bool(true),
+        (1, 2) => w.write_bool(false),
+        (i, _) => w.write_bits(if i == 1 { 0b10 } else { 0b00 }, 2),
+    }
+}
+
+fn read_selector(r: &mut BitReader<'_>, n: usize) -> Result<usize, SnapshotDecodeError> {
+    if r.read_bool()? {
+        return Ok(0);
+    }
+    if n == 2 {
+        return Ok(1);
+    }
+    Ok(if r.read_bool()? { 1 } else { 2 })
+}
+
+fn selector_bits(index: usize, n: usize) -> usize {
+    if index == 0 || n == 2 {
+        1
+    } else {
+        2
+    }
+}
+
+/// Up to three references, best guess first, without a heap allocation per entity.
+struct Candidates {
+    references: [Reference; 3],
+    len: usize,
+}
+
+impl Candidates {
+    fn new(references: &[Reference]) -> Self {
+        let mut out = Self {
+            references: [references[0]; 3],
+            len: references.len().min(3),
+        };
+        out.references[..out.len].copy_from_slice(&references[..out.len]);
+        out
+    }
+}
+
+impl std::ops::Deref for Candidates {
+    type Target = [Reference];
+    fn deref(&self) -> &[Reference] {
+        &self.references[..self.len]
+    }
+}
+
+/// What a delta is coded against: the baseline's quantised values, or a prediction of them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Reference {
+    position: [u32; 3],
+    largest: u8,
+    components: [u32; 3],
+}
+
+impl Reference {
+    fn of(state: &CubeState) -> Self {
+        Self {
+            position: state.position,
+            largest: state.rotation.largest(),
+            components: state.rotation.components(),
+        }
+    }
+
+    /// The references a delta may be coded against, best guess first: with two older states,
+    /// constant acceleration, constant velocity, the baseline; with one, constant velocity and
+    /// the baseline; with none, the baseline alone. Integer arithmetic only, so both sides
+    /// compute the same bits; rotation components are continued only while the largest
+    /// component stays the same.
+    fn candidates(baseline: &Baseline<'_, CubeState>) -> Candidates {
+        let base = baseline.state;
+        let plain = Self::of(base);
+        let Some((previous, s1)) = baseline.previous else {
+            return Candidates::new(&[plain]);
+        };
+        let ahead = baseline.ticks_ahead.min(MAX_PREDICTION_TICKS) as i64;
+        // Spans come from the peer's ticks: clamped, so the products below stay small.
+        let s1 = s1.min(MAX_PREDICTION_TICKS * 4) as i64;
+        let linear = Self::extend(base, previous, None, |y0, y1, _| {
+            y0 + round_div((y0 - y1) * ahead, s1)
+        });
+        let Some((older, s2)) = baseline.older else {
+            return Candidates::new(&[linear, plain]);
+        };
+        let s2 = s2.min(MAX_PREDICTION_TICKS * 8) as i64;
+        if s2 <= s1 {
+            return Candidates::new(&[linear, plain]);
+        }
+        // Lagrange through (0, y0), (−s1, y1), (−s2, y2), at `ahead`.
+        let a = ahead;
+        let quadratic = Self::extend(base, previous, Some(older), |y0, y1, y2| {
+            let numerator = -(y1 - y0) * a * (a + s2) * s2 + (y2 - y0) * a * (a + s1) * s1;
+            y0 + round_div(numerator, s1 * s2 * (s2 - s1))
+        });
+        Candidates::new(&[quadratic, linear, plain])
+    }
+
+    /// Applies `predict(y0, y1, y2)` to every coordinate and rotation component.
+    fn extend(
+        base: &CubeState,
+        previous: &CubeState,
+        older: Option<&CubeState>,
+        predict: impl Fn(i64, i64, i64) -> i64,
+    ) -> Self {
+        let mut position = base.position;
+        for (axis, max) in [XY_MAX, XY_MAX, Z_MAX].into_iter().enumerate() {
+            let y2 = older.map_or(0, |o| i64::from(o.position[axis]));
+            let value = predict(
+                i64::from(base.position[axis]),
+                i64::from(previous.position[axis]),
+                y2,
+            );
+            position[axis] = value.clamp(0, i64::from(max)) as u32;
+        }
+        let mut components = base.rotation.components();
+        let largest = base.rotation.largest();
+        let same = previous.rotation.largest() == largest
+            && older.is_none_or(|o| o.rotation.largest() == largest);
+        if same {
+            let was = previous.rotation.components();
+            let before = older.map(|o| o.rotation.components());
+            for (i, c) in components.iter_mut().enumerate() {
+                let y2 = before.map_or(0, |b| i64::from(b[i]));
+                let value = predict(i64::from(*c), i64::from(was[i]), y2);
+                *c = value.clamp(0, i64::from(QUAT_MAX)) as u32;
+            }
+        }
+        Self {
+            position,
+            largest,
+            components,
+        }
+    }
+}
+
+impl CubeState {
+    /// Bits [`write_against`](Self::write_against) writes, counted without writing.
+    fn bits_against(&self, reference: &Reference) -> usize {
+        let mut bits = 1;
+        let [x, y, z] = self.position;
+        let [bx, by, bz] = reference.position;
+        bits += 1;
+        if x != bx || y != by {
+            let deltas = [i64::from(x) - i64::from(bx), i64::from(y) - i64::from(by)];
+            bits += 3 + match class_for(&deltas, &XY_WIDTHS) {
+                Some(class) => 2 * XY_WIDTHS[class] as usize,
+                None => 2 * XY_BITS as usize,
+            };
+        }
+        bits += 1;
+        if z != bz {
+            bits += 2 + match class_for(&[i64::from(z) - i64::from(bz)], &Z_WIDTHS) {
+                Some(class) => Z_WIDTHS[class] as usize,
+                None => Z_BITS as usize,
+            };
+        }
+        bits += 1;
+        let now = self.rotation.components();
+        if self.rotation.largest() != reference.largest {
+            bits += 1 + self.rotation.bit_len();
+        } else if now != reference.components {
+            let deltas = [0, 1, 2].map(|i| i64::from(now[i]) - i64::from(reference.components[i]));
+            bits += 1
+                + 2
+                + match class_for(&deltas, &ROT_WIDTHS) {
+                    Some(class) => 3 * ROT_WIDTHS[class] as usize,
+                    None => 3 * DEFAULT_QUAT_BITS as usize,
+                };
+        }
+        bits
+    }
+
+    fn write_against(&self, reference: &Reference, w: &mut BitWriter<'_>) {
         w.write_bool(self.interacting);
 
         let [x, y, z] = self.position;
-        let [bx, by, bz] = base.position;
+        let [bx, by, bz] = reference.position;
         let xy_changed = x != bx || y != by;
         w.write_bool(xy_changed);
         if xy_changed {
@@ -171,11 +392,11 @@ impl EntityState for CubeState {
         }
         w.write_bool(z != bz);
         if z != bz {
-            let deltas = [i64::from(z) - i64::from(bz)];
-            match class_for(&deltas, &Z_WIDTHS) {
+            let delta = [i64::from(z) - i64::from(bz)];
+            match class_for(&delta, &Z_WIDTHS) {
                 Some(class) => {
                     w.write_bits(class as u64, 2);
-                    w.write_bits(deltas[0] as u64, Z_WIDTHS[class]);
+                    w.write_bits(delta[0] as u64, Z_WIDTHS[class]);
                 }
                 None => {
                     w.write_bits(Z_WIDTHS.len() as u64, 2);
@@ -184,18 +405,18 @@ impl EntityState for CubeState {
             }
         }
 
-        let rot_changed = self.rotation != base.rotation;
+        let now = self.rotation.components();
+        let rot_changed =
+            self.rotation.largest() != reference.largest || now != reference.components;
         w.write_bool(rot_changed);
         if rot_changed {
-            let same_largest = self.rotation.largest() == base.rotation.largest();
+            let same_largest = self.rotation.largest() == reference.largest;
             w.write_bool(same_largest);
             if !same_largest {
                 self.rotation.write(w);
                 return;
             }
-            let now = self.rotation.components();
-            let was = base.rotation.components();
-            let deltas = [0, 1, 2].map(|i| i64::from(now[i]) - i64::from(was[i]));
+            let deltas = [0, 1, 2].map(|i| i64::from(now[i]) - i64::from(reference.components[i]));
             match class_for(&deltas, &ROT_WIDTHS) {
                 Some(class) => {
                     w.write_bits(class as u64, 2);
@@ -213,9 +434,12 @@ impl EntityState for CubeState {
         }
     }
 
-    fn read_delta(base: &Self, r: &mut BitReader<'_>) -> Result<Self, SnapshotDecodeError> {
+    fn read_against(
+        reference: &Reference,
+        r: &mut BitReader<'_>,
+    ) -> Result<Self, SnapshotDecodeError> {
         let interacting = r.read_bool()?;
-        let [mut x, mut y, mut z] = base.position;
+        let [mut x, mut y, mut z] = reference.position;
         if r.read_bool()? {
             let class = r.read_bits(3)? as usize;
             match XY_WIDTHS.get(class) {
@@ -236,11 +460,11 @@ impl EntityState for CubeState {
                 None => read_bounded(r, Z_BITS, Z_MAX)?,
             };
         }
-        let mut rotation = base.rotation;
+        let mut largest = reference.largest;
+        let mut components = reference.components;
         if r.read_bool()? {
             if r.read_bool()? {
                 let class = r.read_bits(2)? as usize;
-                let mut components = base.rotation.components();
                 match ROT_WIDTHS.get(class) {
                     Some(&width) => {
                         for c in &mut components {
@@ -253,16 +477,28 @@ impl EntityState for CubeState {
                         }
                     }
                 }
-                rotation = quat_from_parts(base.rotation.largest(), components)?;
             } else {
-                rotation = QuantizedQuat::read(r, DEFAULT_QUAT_BITS)?;
+                let rotation = QuantizedQuat::read(r, DEFAULT_QUAT_BITS)?;
+                largest = rotation.largest();
+                components = rotation.components();
             }
         }
+        let rotation = QuantizedQuat::from_parts(largest, components, DEFAULT_QUAT_BITS)
+            .ok_or(SnapshotDecodeError::Malformed)?;
         Ok(CubeState {
             position: [x, y, z],
             rotation,
             interacting,
         })
+    }
+}
+
+/// `n / d` rounded to the nearest integer, halves away from zero (`d > 0`).
+fn round_div(n: i64, d: i64) -> i64 {
+    if n >= 0 {
+        (n + d / 2) / d
+    } else {
+        -((-n + d / 2) / d)
     }
 }
 
@@ -503,21 +739,6 @@ impl CubeWorld {
     }
 }
 
-/// A [`QuantizedQuat`] from its parts. The engine has no constructor for this (only `read`), so
-/// the parts go through a bit buffer: see "suggested engine changes" in the report.
-fn quat_from_parts(
-    largest: u8,
-    components: [u32; 3],
-) -> Result<QuantizedQuat, SnapshotDecodeError> {
-    let mut buf = Vec::with_capacity(4);
-    let mut w = BitWriter::new(&mut buf);
-    w.write_bits(u64::from(largest), 2);
-    for c in components {
-        w.write_bits(u64::from(c), DEFAULT_QUAT_BITS);
-    }
-    QuantizedQuat::read(&mut BitReader::new(&buf), DEFAULT_QUAT_BITS)
-}
-
 /// The smallest class whose two's-complement width holds every delta.
 fn class_for(deltas: &[i64], widths: &[u32]) -> Option<usize> {
     let widest = deltas
@@ -562,6 +783,9 @@ fn read_bounded(r: &mut BitReader<'_>, bits: u32, max: u32) -> Result<u32, Snaps
 const XY_WIDTHS: [u32; 7] = [2, 3, 4, 5, 7, 9, 11];
 const Z_WIDTHS: [u32; 3] = [3, 6, 9];
 const ROT_WIDTHS: [u32; 3] = [3, 5, 7];
+
+/// Ticks a prediction looks ahead at most (a baseline older than this is continued no further).
+const MAX_PREDICTION_TICKS: u64 = 30;
 
 const XY_BITS: u32 = 18;
 const Z_BITS: u32 = 15;

@@ -24,6 +24,7 @@
 mod cubes;
 mod iot;
 mod net;
+mod plot;
 mod report;
 mod s1;
 
@@ -33,7 +34,7 @@ use clap::Parser;
 use serde_json::{json, Map, Value};
 
 use report::{print_table, Summary};
-use s1::RunConfig;
+use s1::{Budget, RunConfig};
 
 /// Snapshot bandwidth, CPU and smoothness on the simulator (workloads S1 and S2).
 #[derive(Parser, Debug)]
@@ -66,6 +67,13 @@ struct Args {
     /// Skip S2.
     #[arg(long)]
     no_s2: bool,
+    /// Skip the extra S1 runs: profile A under a fixed 200 kbps budget, and profile E (A
+    /// through a 300 kbps bottleneck) with the fixed cap and with the adaptive budget.
+    #[arg(long)]
+    no_extras: bool,
+    /// Write one SVG per S1 run into this directory: kbps sent and hitched frames over time.
+    #[arg(long, value_name = "DIR")]
+    svg: Option<std::path::PathBuf>,
 }
 
 fn main() {
@@ -85,6 +93,7 @@ fn main() {
         first_burst: 15.0_f64.min(seconds as f64 / 2.0),
         render: true,
         history: args.history,
+        budget: Budget::Cap,
     };
 
     let mut s1: Vec<(String, Summary)> = Vec::new();
@@ -96,6 +105,7 @@ fn main() {
         {
             continue;
         }
+        eprintln!("snapshot_bench: S1 profile {}", profile.name);
         let summary = s1::run::<cubes::CubeState>(&profile, &config);
         s1.push((profile.name.to_string(), summary));
         if profile.name == "D" && args.history_d > 0 {
@@ -105,6 +115,39 @@ fn main() {
             };
             let summary = s1::run::<cubes::CubeState>(&profile, &longer);
             s1.push((format!("D_history{}", args.history_d), summary));
+        }
+    }
+    if !args.no_extras {
+        let all = s1::profiles(run);
+        let extras = [
+            ("A_budget_200kbps", &all[0], Budget::Fixed(25_000)),
+            ("E_cap", &all[4], Budget::Cap),
+            ("E_adaptive", &all[4], Budget::Adaptive),
+        ];
+        for (name, profile, budget) in extras {
+            let run = RunConfig {
+                budget,
+                ..config.clone()
+            };
+            eprintln!("snapshot_bench: S1 {name}");
+            s1.push((name.to_string(), s1::run::<cubes::CubeState>(profile, &run)));
+        }
+    }
+    if let Some(dir) = &args.svg {
+        for (name, summary) in &s1 {
+            let title = format!(
+                "S1 cubes-901, {name}: moving fraction {:.1} %",
+                100.0 * summary.get("moving_fraction").unwrap_or(f64::NAN)
+            );
+            match plot::write(dir, name, &title, &summary.timeline) {
+                Ok(path) => eprintln!("snapshot_bench: wrote {path}"),
+                Err(error) => {
+                    eprintln!(
+                        "snapshot_bench: {error}; check that the --svg directory is writable"
+                    );
+                    std::process::exit(1);
+                }
+            }
         }
     }
     let profile_a = s1::profiles(run).remove(0);

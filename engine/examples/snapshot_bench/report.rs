@@ -2,10 +2,23 @@
 
 use serde_json::{Map, Value};
 
-/// Named figures of one run, in the order they were added.
+/// Named figures of one run, in the order they were added, and its timeline.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Summary {
     figures: Vec<(&'static str, f64)>,
+    /// What happened over time (S1 runs), for `--svg`.
+    pub(crate) timeline: Timeline,
+}
+
+/// One run over time: what the server sent client 0, and how client 0's frames went.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Timeline {
+    /// Per measured tick: seconds since the start, UDP payload bytes sent to client 0.
+    pub(crate) bytes: Vec<(f64, u64)>,
+    /// Per measured frame: seconds since the start, whether it was a hitch.
+    pub(crate) hitches: Vec<(f64, bool)>,
+    /// The adaptive budget, if any: seconds since the start, bytes per second.
+    pub(crate) budget: Vec<(f64, u32)>,
 }
 
 impl Summary {

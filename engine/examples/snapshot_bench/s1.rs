@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tickwire::sim::LinkConfig;
 use tickwire::snapshot::{
-    BitWriter, BufferConfig, EntityId, EntityState, SnapshotBuffer, SnapshotClient, SnapshotConfig,
-    SnapshotServer, View,
+    BitWriter, BufferConfig, EntityId, EntityState, LinkSample, RateConfig, RateController,
+    SnapshotBuffer, SnapshotClient, SnapshotConfig, SnapshotServer, View,
 };
 use tickwire::{ConnectionId, Event};
 
@@ -18,7 +18,7 @@ use crate::cubes::{
     CubeState, CubeWorld, Frame, Pose, Quantizer, BURST_LENGTH, CUBES, ENTITIES, TICK_HZ,
 };
 use crate::net::{connection_of, Net, SNAPSHOTS};
-use crate::report::{mean, percentile, Summary};
+use crate::report::{mean, percentile, Summary, Timeline};
 
 /// A network profile of workloads.md.
 #[derive(Clone, Debug)]
@@ -31,7 +31,8 @@ pub(crate) struct Profile {
     pub(crate) blackout: Option<(Duration, Duration, Duration)>,
 }
 
-/// The four profiles. `run` is the run length, which places the first blackout.
+/// The four profiles of workloads.md, then E (a bottleneck). `run` is the run length, which
+/// places the first blackout.
 pub(crate) fn profiles(run: Duration) -> Vec<Profile> {
     let a = LinkConfig {
         latency: Duration::from_millis(50),
@@ -49,6 +50,13 @@ pub(crate) fn profiles(run: Duration) -> Vec<Profile> {
         ..LinkConfig::default()
     };
     let first_blackout = Duration::from_secs(10).min(run / 2);
+    // E: A through a 300 kbps bottleneck with a 64 KiB queue (not in workloads.md: it shows
+    // what the adaptive budget is for).
+    let e = LinkConfig {
+        bandwidth: Some(BOTTLENECK_BYTES_PER_SECOND),
+        queue_limit: 64 * 1024,
+        ..a.clone()
+    };
     vec![
         Profile {
             name: "A",
@@ -74,6 +82,11 @@ pub(crate) fn profiles(run: Duration) -> Vec<Profile> {
             link: d,
             blackout: None,
         },
+        Profile {
+            name: "E",
+            link: e,
+            blackout: None,
+        },
     ]
 }
 
@@ -96,6 +109,19 @@ pub(crate) struct RunConfig {
     pub(crate) render: bool,
     /// `SnapshotConfig::history` (the engine's default is 64).
     pub(crate) history: usize,
+    /// The snapshot budget per client.
+    pub(crate) budget: Budget,
+}
+
+/// How the snapshot budget per client is set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Budget {
+    /// Only `max_snapshot_bytes` (3000) limits each snapshot.
+    Cap,
+    /// A fixed token bucket, bytes per second.
+    Fixed(u32),
+    /// A `RateController` fed with the server's connection statistics every tick.
+    Adaptive,
 }
 
 /// What a state codec needs beyond [`EntityState`]: built from and read as a [`CubeState`].
@@ -130,6 +156,10 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
     let mut net = Net::new(profile.link.clone(), config.clients, config.seed);
     let snapshot_config = SnapshotConfig {
         history: config.history,
+        bandwidth: match config.budget {
+            Budget::Fixed(rate) => Some(rate),
+            _ => None,
+        },
         ..SnapshotConfig::default()
     };
     let mut server = SnapshotServer::<S>::new(snapshot_config.clone());
@@ -153,11 +183,23 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
     let mut blacked_out = false;
     let mut blackout_ends: Vec<Instant> = Vec::new();
     let mut scratch = Vec::new();
+    let mut synced_at: Option<u64> = None;
+    // Datagrams of client 0 already in the timeline.
+    let mut counted = 0usize;
+    let mut rate = match config.budget {
+        Budget::Adaptive => Some(RateController::new(RateConfig::default()).expect("defaults")),
+        _ => None,
+    };
 
     for tick in 1..=total_ticks {
         let now = start + tick_len.mul_f64(tick as f64);
         net.advance_to(now);
-        let measuring = tick > warmup_ticks;
+        // Measured after the warm-up, and once client 0 holds the whole world (on a long
+        // path the first full state takes a few round trips: `sync_ms`).
+        let measuring = tick > warmup_ticks && synced_at.is_some();
+        if measuring {
+            m.measured_ticks += 1;
+        }
         net.counting = measuring;
 
         // Blackouts (profile C): both directions lose everything, then recover.
@@ -221,9 +263,20 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
                     m.decode_us.push(took.as_secs_f64() * 1e6);
                 }
                 match decoded {
-                    Ok(Some(decoded)) if client == 0 && config.render => {
-                        let frame = frame_of(&quantizer, &decoded.view);
-                        buffer.push(decoded.tick, frame, at);
+                    Ok(Some(decoded)) if client == 0 => {
+                        if synced_at.is_none() && decoded.view.len() == ENTITIES {
+                            synced_at = Some(tick);
+                        }
+                        if config.render {
+                            let frame = frame_of(&quantizer, &decoded.view);
+                            buffer.push(decoded.tick, frame, at);
+                        }
+                    }
+                    // Stale (overtaken) or duplicate: still an arrival for the jitter.
+                    Ok(None) if client == 0 && config.render => {
+                        if let Some(tick) = decoder.last_decoded_tick() {
+                            buffer.record_arrival(tick, at);
+                        }
                     }
                     Ok(_) => {}
                     Err(error) => {
@@ -251,6 +304,8 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
                         m.hitches += 1;
                     }
                     m.frame_log.push((now, hitch));
+                    m.timeline_hitches
+                        .push(((now - start).as_secs_f64(), hitch));
                     let calm =
                         !burst_window(sample.render_tick.max(0.0) as u64, config.first_burst);
                     let errors = if calm {
@@ -299,6 +354,20 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
             m.full_bytes += full_snapshot_bytes(&server, tick, &mut scratch) as u64;
         }
 
+        // Server: the adaptive budget from the transport's RTT and loss.
+        if let Some(rate) = rate.as_mut() {
+            for connection in by_client.iter().flatten() {
+                if let Some(stats) = net.server().connection_stats(*connection) {
+                    rate.handle_sample(now, LinkSample::from_stats(&stats));
+                    server.set_bandwidth(*connection, Some(rate.bytes_per_second()));
+                }
+            }
+            if measuring {
+                m.timeline_budget
+                    .push(((now - start).as_secs_f64(), rate.bytes_per_second()));
+            }
+        }
+
         // Server: one snapshot per client.
         let mut tick_bytes = [0u64; 2];
         for (client, connection) in by_client.iter().enumerate() {
@@ -321,6 +390,9 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
                 continue;
             }
             m.encode_us.push(took.as_secs_f64() * 1e6);
+            if in_burst {
+                m.encode_us_burst.push(took.as_secs_f64() * 1e6);
+            }
             if client == 0 {
                 m.snapshots += 1;
                 m.snapshot_bytes.push(info.bytes as f64);
@@ -351,6 +423,10 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
                     m.fragments_max = m.fragments_max.max(burst);
                 }
             }
+            let sizes = &net.downlinks[0].sizes;
+            let sent: u64 = sizes[counted..].iter().map(|&s| u64::from(s)).sum();
+            counted = sizes.len();
+            m.timeline_bytes.push(((now - start).as_secs_f64(), sent));
         } else {
             for client in 0..config.clients {
                 net.take_burst(client);
@@ -359,13 +435,17 @@ pub(crate) fn run<S: CubeCodec>(profile: &Profile, config: &RunConfig) -> Summar
     }
     net.advance_to(start + tick_len.mul_f64((total_ticks + 1) as f64));
     m.recovery_ms = recovery_ms(&m.frame_log, &blackout_ends);
-    m.summarise(&net, config, total_ticks - warmup_ticks)
+    m.sync_ms = synced_at.map(|t| t as f64 * 1000.0 / TICK_HZ);
+    let measured = m.measured_ticks;
+    m.summarise(&net, config, measured)
 }
 
 /// Everything measured during the run (after warm-up).
 #[derive(Default)]
 struct Measures {
     encode_us: Vec<f64>,
+    /// Encode times of ticks inside a burst window.
+    encode_us_burst: Vec<f64>,
     decode_us: Vec<f64>,
     decode_errors: u64,
     snapshots: u64,
@@ -391,6 +471,14 @@ struct Measures {
     moving_calm: Vec<f64>,
     full_bytes: u64,
     recovery_ms: Option<f64>,
+    /// Per measured tick: seconds since the start, UDP payload bytes sent to client 0.
+    timeline_bytes: Vec<(f64, u64)>,
+    /// Per measured frame: seconds since the start, whether it was a hitch.
+    timeline_hitches: Vec<(f64, bool)>,
+    /// The adaptive budget over time (seconds, bytes per second).
+    timeline_budget: Vec<(f64, u32)>,
+    measured_ticks: u64,
+    sync_ms: Option<f64>,
 }
 
 impl Measures {
@@ -424,6 +512,11 @@ impl Measures {
         };
         let changed_entries: f64 = self.entries.iter().sum();
         let mut s = Summary::default();
+        s.timeline = Timeline {
+            bytes: std::mem::take(&mut self.timeline_bytes),
+            hitches: std::mem::take(&mut self.timeline_hitches),
+            budget: std::mem::take(&mut self.timeline_budget),
+        };
         s.put("seconds_measured", seconds);
         s.put("clients", config.clients as f64);
         s.put("kbps_per_client", kbps(payload, seconds));
@@ -468,7 +561,14 @@ impl Measures {
         s.put("baseline_age_mean", mean(&self.baseline_age));
         s.put("baseline_age_p99", percentile(&mut self.baseline_age, 99.0));
         s.put("encode_us_median", percentile(&mut self.encode_us, 50.0));
+        s.put("encode_us_p90", percentile(&mut self.encode_us, 90.0));
         s.put("encode_us_p99", percentile(&mut self.encode_us, 99.0));
+        // The median inside bursts: the cost of the biggest snapshots, robust to the 4 ms
+        // scheduler slices that other processes on a shared machine put into the p99.
+        s.put(
+            "encode_us_median_burst",
+            percentile(&mut self.encode_us_burst, 50.0),
+        );
         s.put("decode_us_median", percentile(&mut self.decode_us, 50.0));
         s.put("decode_us_p99", percentile(&mut self.decode_us, 99.0));
         s.put("decode_errors", self.decode_errors as f64);
@@ -498,6 +598,7 @@ impl Measures {
         if let Some(recovery) = self.recovery_ms {
             s.put("recovery_ms", recovery);
         }
+        s.put("sync_ms", self.sync_ms.unwrap_or(f64::NAN));
         s.put("moving_fraction", mean(&self.moving));
         s.put("moving_fraction_calm", mean(&self.moving_calm));
         s
@@ -663,6 +764,8 @@ fn burst_window(tick: u64, first_burst: f64) -> bool {
     t >= 0.0 && t.rem_euclid(crate::cubes::BURST_PERIOD) < BURST_LENGTH + 1.0
 }
 
+/// Capacity of profile E's bottleneck: 300 kbps.
+pub(crate) const BOTTLENECK_BYTES_PER_SECOND: u64 = 37_500;
 /// IPv4 (20) + UDP (8) header bytes per datagram.
 const IP_UDP_HEADER: f64 = 28.0;
 /// Ticks of ground truth kept for the render-time comparison (over 4 s).

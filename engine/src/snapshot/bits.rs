@@ -105,23 +105,27 @@ impl<'a> BitWriter<'a> {
     /// If `bits > 64`: the width is chosen by the caller's code, so this is a bug, not input.
     pub fn write_bits(&mut self, value: u64, bits: u32) {
         assert!(bits <= 64, "write_bits: {bits} bits (at most 64)");
-        let mut value = low_bits(value, bits);
-        let mut remaining = bits;
-        while remaining > 0 {
-            let used = (self.bits % 8) as u32;
-            if used == 0 {
-                self.buf.push(0);
-            }
-            let take = (8 - used).min(remaining);
-            // The push above guarantees a last byte whenever `used == 0`; otherwise the previous
-            // write left a partial byte there.
-            if let Some(last) = self.buf.last_mut() {
-                *last |= (low_bits(value, take) as u8) << used;
-            }
-            value = value.checked_shr(take).unwrap_or(0);
-            remaining -= take;
-            self.bits += take as usize;
+        if bits == 0 {
+            return;
         }
+        let used = (self.bits % 8) as u32;
+        // The value shifted to its place in the current partial byte, then whole bytes.
+        let mut pending = u128::from(low_bits(value, bits)) << used;
+        let mut remaining = used + bits;
+        if used > 0 {
+            // A previous write left a partial byte at the end.
+            if let Some(last) = self.buf.last_mut() {
+                *last |= pending as u8;
+            }
+            pending >>= 8;
+            remaining = remaining.saturating_sub(8);
+        }
+        while remaining > 0 {
+            self.buf.push(pending as u8);
+            pending >>= 8;
+            remaining = remaining.saturating_sub(8);
+        }
+        self.bits += bits as usize;
     }
 
     /// Writes one bit.
@@ -149,6 +153,39 @@ impl<'a> BitWriter<'a> {
     pub fn write_varint_signed(&mut self, value: i64) {
         self.write_varint(zigzag_encode(value));
     }
+
+    /// Writes `value` in the Exp-Golomb code of order `k`: `value + 2^k` in its n significant
+    /// bits, after n − 1 − k zero bits. Short for values below about `2^k` (k + 1 bits for
+    /// those below `2^k`), and it grows by two bits each time the value doubles, so an
+    /// occasional large value costs little. Order 0 is the Elias-gamma code of `value + 1`
+    /// (1 bit for 0, 3 bits for 1 and 2). [`exp_golomb_bits`] gives the length.
+    ///
+    /// # Panics
+    /// If `k > MAX_EXP_GOLOMB_ORDER` or `value ≥ 2^62` (chosen by the caller's code).
+    pub fn write_exp_golomb(&mut self, value: u64, k: u32) {
+        assert!(k <= MAX_EXP_GOLOMB_ORDER, "write_exp_golomb: order {k}");
+        assert!(value < 1 << 62, "write_exp_golomb: value {value}");
+        let shifted = value + (1 << k);
+        let bits = 64 - shifted.leading_zeros();
+        self.write_bits(0, bits - 1 - k);
+        // Most significant bit first, so the reader knows the length from the zeros.
+        self.write_bits(low_bits_reversed(shifted, bits), bits);
+    }
+
+    /// Writes a signed value as [`zigzag_encode`] then
+    /// [`write_exp_golomb`](Self::write_exp_golomb): small magnitudes of either sign are short.
+    pub fn write_exp_golomb_signed(&mut self, value: i64, k: u32) {
+        self.write_exp_golomb(zigzag_encode(value), k);
+    }
+}
+
+/// Highest order [`BitWriter::write_exp_golomb`] accepts.
+pub const MAX_EXP_GOLOMB_ORDER: u32 = 32;
+
+/// Bits [`BitWriter::write_exp_golomb`] writes for `value` at order `k`.
+pub fn exp_golomb_bits(value: u64, k: u32) -> usize {
+    let n = 64 - (value.saturating_add(1 << k.min(MAX_EXP_GOLOMB_ORDER))).leading_zeros() as usize;
+    2 * n - k.min(MAX_EXP_GOLOMB_ORDER) as usize - 1
 }
 
 /// Reads bit fields from a byte slice written by [`BitWriter`].
@@ -233,6 +270,32 @@ impl<'a> BitReader<'a> {
         self.read_varint().map(zigzag_decode)
     }
 
+    /// Reads a value written by [`BitWriter::write_exp_golomb`] at order `k`. A code longer
+    /// than 62 bits of value, or an order above [`MAX_EXP_GOLOMB_ORDER`], is
+    /// [`SnapshotDecodeError::VarintOverflow`]; the run of zeros is bounded, so hostile input
+    /// cannot make it loop long.
+    pub fn read_exp_golomb(&mut self, k: u32) -> Result<u64, SnapshotDecodeError> {
+        if k > MAX_EXP_GOLOMB_ORDER {
+            return Err(SnapshotDecodeError::VarintOverflow);
+        }
+        let mut zeros = 0u32;
+        while !self.read_bool()? {
+            zeros += 1;
+            if zeros + k >= 62 {
+                return Err(SnapshotDecodeError::VarintOverflow);
+            }
+        }
+        let rest = zeros + k;
+        let low = self.read_bits(rest)?;
+        let shifted = (1u64 << rest) | low_bits_reversed(low, rest);
+        Ok(shifted - (1 << k))
+    }
+
+    /// Reads a value written by [`BitWriter::write_exp_golomb_signed`].
+    pub fn read_exp_golomb_signed(&mut self, k: u32) -> Result<i64, SnapshotDecodeError> {
+        self.read_exp_golomb(k).map(zigzag_decode)
+    }
+
     /// Checks that only the zero padding of the last byte is left: fewer than 8 bits, all zero.
     /// Call after the last field so that trailing garbage is an error, not silently ignored.
     pub fn finish(self) -> Result<(), SnapshotDecodeError> {
@@ -246,6 +309,15 @@ impl<'a> BitReader<'a> {
         }
         Ok(())
     }
+}
+
+/// The low `bits` bits of `value` in reverse order: bits read one by one, most significant
+/// first, come out of [`BitReader::read_bits`] least significant first.
+fn low_bits_reversed(value: u64, bits: u32) -> u64 {
+    if bits == 0 {
+        return 0;
+    }
+    (value << (64 - bits)).reverse_bits()
 }
 
 /// Maps signed integers to unsigned so that small magnitudes stay small:

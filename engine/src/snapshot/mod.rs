@@ -12,6 +12,7 @@
 //! | [`BoundedFloat`], [`quantize_quat`] / [`QuantizedQuat`] | both | floats to small integers at a chosen resolution; unit quaternions in smallest-three form |
 //! | [`Interpolate`], [`lerp`], [`slerp`], [`hermite`], [`Quat`], [`Kinematic`] | client | blending two states of a component |
 //! | [`SnapshotBuffer`] | client | holds snapshots by server tick; renders at server time minus an adaptive delay; capped extrapolation |
+//! | [`RateController`] | server | a per-client bandwidth budget from measured RTT and loss, for [`SnapshotServer::set_bandwidth`] |
 //! | [`ServerClock`] | client | smoothed estimate of the server's tick, slewed rather than jumped; the tick to stamp on inputs |
 //!
 //! ## How a world snapshot uses them
@@ -40,10 +41,14 @@ mod buffer;
 mod clock;
 mod interpolate;
 mod quantize;
+mod rate;
 mod state;
 mod world;
 
-pub use bits::{zigzag_decode, zigzag_encode, BitReader, BitWriter, SnapshotDecodeError};
+pub use bits::{
+    exp_golomb_bits, zigzag_decode, zigzag_encode, BitReader, BitWriter, SnapshotDecodeError,
+    MAX_EXP_GOLOMB_ORDER,
+};
 pub use buffer::{
     BufferConfig, BufferConfigError, PushOutcome, Sample, SampleKind, SnapshotBuffer,
 };
@@ -52,9 +57,10 @@ pub use interpolate::{hermite, lerp, slerp, Interpolate, Kinematic, Quat};
 pub use quantize::{
     quantize_quat, BoundedFloat, BoundedFloatError, QuantizedQuat, DEFAULT_QUAT_BITS,
 };
+pub use rate::{LinkSample, RateConfig, RateConfigError, RateController};
 #[cfg(feature = "serde")]
 pub use state::SerdeState;
-pub use state::{EntityId, EntityState, MAX_SERDE_STATE};
+pub use state::{Baseline, EntityId, EntityState, MAX_BASELINE_TICKS, MAX_SERDE_STATE};
 pub use world::{
     Decoded, Interest, Priority, SnapshotClient, SnapshotConfig, SnapshotInfo, SnapshotServer, View,
 };

@@ -240,6 +240,24 @@ impl QuantizedQuat {
         self.largest
     }
 
+    /// A quantised quaternion from its parts, as [`largest`](Self::largest) and
+    /// [`components`](Self::components) return them (for codecs that code components apart,
+    /// such as deltas from a prediction). `None` if `largest` is above 3, `bits` outside the
+    /// supported 2 to 31, or a component does not fit in `bits`.
+    pub fn from_parts(largest: u8, components: [u32; 3], bits: u32) -> Option<Self> {
+        if largest > 3 || !(MIN_QUAT_BITS..=MAX_QUAT_BITS).contains(&bits) {
+            return None;
+        }
+        if components.iter().any(|&c| u64::from(c) >= 1u64 << bits) {
+            return None;
+        }
+        Some(Self {
+            largest,
+            components,
+            bits: bits as u8,
+        })
+    }
+
     /// The three other components, quantised, in index order.
     pub fn components(&self) -> [u32; 3] {
         self.components

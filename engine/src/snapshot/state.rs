@@ -39,7 +39,94 @@ pub trait EntityState: Clone + PartialEq + Send + Sync + 'static {
         let _ = base;
         Self::read_full(r)
     }
+
+    /// Writes what changed from `baseline.state`, knowing also how far ahead of the baseline
+    /// this snapshot is and, when the receiver holds one, the entity's state in an older view
+    /// ([`Baseline::previous`]): enough to predict the state from the baseline's motion and
+    /// code only the prediction's error. Called only when `self != baseline.state`.
+    ///
+    /// The default ignores the extra context and calls [`write_delta`](Self::write_delta).
+    fn write_delta_predicted(&self, baseline: &Baseline<'_, Self>, w: &mut BitWriter<'_>) {
+        self.write_delta(baseline.state, w);
+    }
+
+    /// Reads what [`write_delta_predicted`](Self::write_delta_predicted) wrote, against the
+    /// same baseline (the decoder builds the identical [`Baseline`]).
+    ///
+    /// The default calls [`read_delta`](Self::read_delta).
+    fn read_delta_predicted(
+        baseline: &Baseline<'_, Self>,
+        r: &mut BitReader<'_>,
+    ) -> Result<Self, SnapshotDecodeError> {
+        Self::read_delta(baseline.state, r)
+    }
 }
+
+/// Largest tick distance a [`Baseline`] reports (2^16): distances come from ticks on the
+/// wire, and this keeps products of a few of them within 64 bits.
+pub const MAX_BASELINE_TICKS: u64 = 1 << 16;
+
+/// What a delta is coded against: the entity's state in the baseline view, plus the context a
+/// prediction needs. Server and client build the same one, so a state may code the error of
+/// any deterministic prediction from it (integer arithmetic only: both sides must compute the
+/// same bits).
+#[derive(Debug)]
+pub struct Baseline<'a, S> {
+    /// The entity's state in the baseline view.
+    pub state: &'a S,
+    /// Server ticks from the baseline's snapshot to the one being coded, in
+    /// 1..=[`MAX_BASELINE_TICKS`] (longer gaps are clamped, so arithmetic on it cannot
+    /// overflow whatever ticks a peer sent).
+    pub ticks_ahead: u64,
+    /// The entity's state in an older view the receiver also holds, and how many server ticks
+    /// before the baseline it is (in 1..=[`MAX_BASELINE_TICKS`]); `None` when there is no such
+    /// view or the entity was not in it.
+    pub previous: Option<(&'a S, u64)>,
+    /// The entity's state in a view older still (before `previous`), and how many server ticks
+    /// before the baseline it is (in 1..=[`MAX_BASELINE_TICKS`], usually more than
+    /// `previous`'s, but check); `None` unless `previous` is `Some`
+    /// and the entity was in that view too. With it, a state can predict from acceleration.
+    pub older: Option<(&'a S, u64)>,
+}
+
+impl<'a, S> Baseline<'a, S> {
+    /// The baseline of entity `id` at `state`, with the prediction views (seq, tick, view)
+    /// newest first, each older than the last.
+    pub(crate) fn new(
+        state: &'a S,
+        base_tick: u64,
+        ticks_ahead: u64,
+        predictors: &'a [(u64, u64, std::sync::Arc<super::View<S>>)],
+        id: EntityId,
+    ) -> Self {
+        let lookup = |index: usize| {
+            predictors.get(index).and_then(|(_, tick, view)| {
+                view.get(id).map(|s| {
+                    (
+                        s,
+                        base_tick.saturating_sub(*tick).clamp(1, MAX_BASELINE_TICKS),
+                    )
+                })
+            })
+        };
+        let previous = lookup(0);
+        let older = previous.and_then(|_| lookup(1));
+        Self {
+            state,
+            ticks_ahead: ticks_ahead.clamp(1, MAX_BASELINE_TICKS),
+            previous,
+            older,
+        }
+    }
+}
+
+impl<S> Clone for Baseline<'_, S> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<S> Copy for Baseline<'_, S> {}
 
 /// Largest serialised [`SerdeState`] accepted when decoding, in bytes.
 pub const MAX_SERDE_STATE: usize = 64 * 1024;

@@ -17,7 +17,11 @@
 //!   snapshot that still has it is decoded (to keep its view as a baseline) but never rendered:
 //!   [`SnapshotClient::receive`] reports only snapshots newer than the newest seen.
 //! - Entities left out by the **bandwidth budget** keep their baseline state in the new view
-//!   and are sent later; the priority accumulator makes sure starved ones catch up.
+//!   and are sent later; the priority accumulator makes sure starved ones catch up. An entity
+//!   already carried since the baseline goes first until the snapshot that first carried it
+//!   is acknowledged: left out before, the new view would step back to the baseline's state,
+//!   however old; left out after, it falls back by at most a round trip (the baseline then
+//!   holds the state it was carried with).
 //! - **Interest**: an entity outside a client's filter is removed from that client's view;
 //!   entering scope is a creation.
 //!
@@ -27,14 +31,25 @@
 //! seq        varint   snapshot number for this client, from 1
 //! tick       varint   the server's simulation tick
 //! baseline   varint   0: full snapshot; n: delta against snapshot seq - n
+//! predict    deltas only: up to 2 varints n > 0, each naming snapshot (the one named before,
+//!            starting at the baseline) - n as a prediction view; a 0 ends the list early
+//! removed    Exp-Golomb(0) count, then the ids ascending as Exp-Golomb(0) gaps
+//! order      3 bits   k: the Exp-Golomb order of the entry id gaps, the encoder's choice
 //! count      varint   number of entries
 //! entries    count times, ids ascending:
-//!              gap    Elias-gamma of (id - previous id), previous starts at -1
-//!                     (1 bit for the next id, 3 bits for a gap of 2 or 3, ...)
-//!              kind   0: changed (delta against the baseline's state)
-//!                     10: created (full state)   11: removed
-//!              state  entity's write_delta / write_full, for changed and created
+//!              gap    Exp-Golomb(k) of (id - previous id - 1), previous starts at -1
+//!              state  in the baseline: write_delta_predicted against it ([`Baseline`]);
+//!                     not in it: created, write_full
 //! ```
+//!
+//! ## Prediction
+//!
+//! A delta may also name up to two older acknowledged views, roughly as many ticks apart as
+//! the snapshot is ahead of its baseline. [`EntityState::write_delta_predicted`] gets the
+//! entity's state in them ([`Baseline::previous`], [`Baseline::older`]), so it can code the
+//! error of a prediction (the baseline continued at its velocity, or with its acceleration)
+//! instead of the change from the baseline: for smooth motion and a baseline one round trip
+//! old, a few bits instead of a dozen per coordinate. The default implementation ignores them.
 //!
 //! ## Acknowledgements
 //!
@@ -49,11 +64,26 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{BitReader, BitWriter, EntityId, EntityState, SnapshotDecodeError};
+use super::{
+    exp_golomb_bits, Baseline, BitReader, BitWriter, EntityId, EntityState, SnapshotDecodeError,
+};
 use crate::{ConnectionId, DeliveryOutcome, MessageId};
 
-/// Bits an entry's id gap and kind are assumed to take when filling the budget.
-const ENTRY_HEADER_ESTIMATE: usize = 12;
+/// Bits an entry's id gap is assumed to take when filling the budget (the exact size is
+/// checked after).
+const ENTRY_HEADER_ESTIMATE: usize = 6;
+/// Rank added to changes in flight, above any waiting time.
+const IN_FLIGHT_RANK: f32 = 1e30;
+/// Highest Exp-Golomb order of entry id gaps (3 bits in the header).
+const MAX_ID_ORDER: u32 = 7;
+/// Ticks between one prediction view and the next newer one (or the baseline): about as many
+/// as the snapshot is ahead of its baseline (longer spans average out quantisation noise,
+/// shorter ones follow changes of motion), but at least this many...
+const PREDICTION_SPAN_MIN: u64 = 3;
+/// ...and at most this many (up to twice as many when no closer view was acknowledged).
+const PREDICTION_SPAN_MAX: u64 = 16;
+/// Older views a delta may name for prediction ([`Baseline::previous`], [`Baseline::older`]).
+const PREDICTION_VIEWS: usize = 2;
 
 /// Configuration of snapshots; the same values on server and client.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,7 +96,9 @@ pub struct SnapshotConfig {
     /// Default 3000 (three fragments at the default payload budget).
     pub max_snapshot_bytes: usize,
     /// Bandwidth per client in bytes per second, as a token bucket refilled from `now`;
-    /// `None`: only `max_snapshot_bytes` limits. Default `None`.
+    /// `None`: only `max_snapshot_bytes` limits. Default `None`. Per client, and driven by
+    /// measured RTT and loss: [`SnapshotServer::set_bandwidth`] with a
+    /// [`RateController`](super::RateController).
     pub bandwidth: Option<u32>,
     /// Client side: most entities one view may hold; more is a decode error. Default 65,536.
     pub max_entities: usize,
@@ -132,8 +164,11 @@ pub type Priority<S> = Box<dyn Fn(EntityId, &S) -> f32 + Send + Sync>;
 
 struct Sent<S> {
     seq: u64,
+    tick: u64,
     view: Arc<View<S>>,
     message: Option<MessageId>,
+    /// The client reported it, or the transport acknowledged it: usable as a baseline.
+    acked: bool,
 }
 
 struct ClientRecord<S> {
@@ -143,8 +178,14 @@ struct ClientRecord<S> {
     interest: Option<Interest<S>>,
     priority: Option<Priority<S>>,
     waiting: HashMap<EntityId, f32>,
+    /// Entities sent since the baseline: the snapshot that first carried each. Until that one
+    /// is acknowledged the entity must be carried again, or the views after it would show
+    /// the baseline's older state (a step back).
+    in_flight: HashMap<EntityId, u64>,
     tokens: f64,
     refilled: Option<Instant>,
+    /// Overrides `SnapshotConfig::bandwidth` for this client ([`SnapshotServer::set_bandwidth`]).
+    bandwidth: Option<Option<u32>>,
 }
 
 /// What [`SnapshotServer::encode`] produced.
@@ -234,8 +275,10 @@ impl<S: EntityState> SnapshotServer<S> {
                 interest: None,
                 priority: None,
                 waiting: HashMap::new(),
+                in_flight: HashMap::new(),
                 tokens: self.config.max_snapshot_bytes as f64,
                 refilled: None,
+                bandwidth: None,
             },
         );
     }
@@ -249,6 +292,16 @@ impl<S: EntityState> SnapshotServer<S> {
     pub fn set_interest(&mut self, client: ConnectionId, interest: Option<Interest<S>>) {
         if let Some(record) = self.clients.get_mut(&client) {
             record.interest = interest;
+        }
+    }
+
+    /// Sets a client's bandwidth in bytes per second, overriding
+    /// [`SnapshotConfig::bandwidth`] (`None`: only `max_snapshot_bytes` limits). Call it as often
+    /// as the rate changes, for example each snapshot tick with
+    /// [`RateController::bytes_per_second`](super::RateController::bytes_per_second).
+    pub fn set_bandwidth(&mut self, client: ConnectionId, bytes_per_second: Option<u32>) {
+        if let Some(record) = self.clients.get_mut(&client) {
+            record.bandwidth = Some(bytes_per_second);
         }
     }
 
@@ -276,7 +329,38 @@ impl<S: EntityState> SnapshotServer<S> {
             .filter(|acked| seq - acked < config.history as u64)
             .and_then(|acked| record.sent.iter().find(|s| s.seq == acked));
         let base_seq = base.map(|b| b.seq);
+        let base_tick = base.map_or(0, |b| b.tick);
         let base_view = base.map_or_else(|| Arc::new(View::empty()), |b| Arc::clone(&b.view));
+        let ticks_ahead = tick.saturating_sub(base_tick).max(1);
+        // The prediction views: up to two acknowledged snapshots a little older than the
+        // baseline, each about `span` ticks before the next, newest first.
+        let span = ticks_ahead.clamp(PREDICTION_SPAN_MIN, PREDICTION_SPAN_MAX);
+        let mut predictors: Vec<(u64, u64, Arc<View<S>>)> = Vec::with_capacity(PREDICTION_VIEWS);
+        // The client keeps the `history` newest views it decoded; snapshots overtaking this one
+        // may push the oldest out, so prediction views stay clear of that edge.
+        let predictor_window = (config.history - config.history / 4) as u64;
+        if let Some(b) = base {
+            let (mut after_seq, mut after_tick) = (b.seq, b.tick);
+            while predictors.len() < PREDICTION_VIEWS {
+                let target = after_tick.saturating_sub(span);
+                let found = record
+                    .sent
+                    .iter()
+                    .filter(|s| {
+                        s.acked
+                            && s.seq < after_seq
+                            && s.tick < after_tick
+                            && after_tick - s.tick <= span * 2
+                            && seq - s.seq < predictor_window
+                    })
+                    .min_by_key(|s| s.tick.abs_diff(target));
+                let Some(found) = found else {
+                    break;
+                };
+                predictors.push((found.seq, found.tick, Arc::clone(&found.view)));
+                (after_seq, after_tick) = (found.seq, found.tick);
+            }
+        }
 
         let changes = diff(&self.world, &base_view, record.interest.as_ref());
         if changes.is_empty() && base_seq.is_some() && config.skip_unchanged {
@@ -285,7 +369,7 @@ impl<S: EntityState> SnapshotServer<S> {
 
         // Budget: the token bucket and the size cap.
         let mut budget = config.max_snapshot_bytes;
-        if let Some(rate) = config.bandwidth {
+        if let Some(rate) = record.bandwidth.unwrap_or(config.bandwidth) {
             let elapsed = record
                 .refilled
                 .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
@@ -295,7 +379,10 @@ impl<S: EntityState> SnapshotServer<S> {
             budget = budget.min(record.tokens.max(0.0) as usize);
         }
 
-        // Priority: removals first, then by how long and how much each change has waited.
+        // Priority: removals first, then the changes in flight (carried since the baseline),
+        // then by how long and how much each change has waited.
+        let acked_seq = base_seq.unwrap_or(0);
+        record.in_flight.retain(|_, first| *first > acked_seq);
         let mut ranked: Vec<(f32, usize)> = Vec::with_capacity(changes.len());
         for (index, change) in changes.iter().enumerate() {
             let rank = match change {
@@ -304,26 +391,41 @@ impl<S: EntityState> SnapshotServer<S> {
                     let weight = record.priority.as_ref().map_or(1.0, |p| p(*id, state));
                     let waited = record.waiting.entry(*id).or_insert(0.0);
                     *waited += weight;
-                    *waited
+                    if record.in_flight.contains_key(id) {
+                        IN_FLIGHT_RANK + *waited
+                    } else {
+                        *waited
+                    }
                 }
             };
             ranked.push((rank, index));
         }
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
 
-        // Measure each entry; take them while they fit.
-        let header_bits = 3 * 8 * varint_bytes(seq.max(tick)) + 1;
+        // Measure each entry into one scratch buffer (each starts on a byte); take them, by
+        // rank, while they fit.
+        let header_bits = 8
+            * (varint_bytes(seq)
+                + varint_bytes(tick)
+                + varint_bytes(base_seq.map_or(0, |b| seq - b))
+                + base_seq.map_or(0, |_| predictors.len() + 1));
         let mut used_bits = header_bits;
-        let mut chosen: Vec<(usize, Vec<u8>, usize)> = Vec::new();
+        // (index into changes, byte offset in scratch, bits)
+        let mut chosen: Vec<(usize, usize, usize)> = Vec::new();
         let scratch = &mut self.scratch;
+        scratch.clear();
         for &(_, index) in &ranked {
             let change = &changes[index];
-            scratch.clear();
+            let offset = scratch.len();
             let bits = {
                 let mut w = BitWriter::new(scratch);
                 match change {
                     Change::Changed(id, state) => match base_view.get(*id) {
-                        Some(base) => state.write_delta(base, &mut w),
+                        Some(base_state) => {
+                            let baseline =
+                                Baseline::new(base_state, base_tick, ticks_ahead, &predictors, *id);
+                            state.write_delta_predicted(&baseline, &mut w);
+                        }
                         None => state.write_full(&mut w),
                     },
                     Change::Created(_, state) => state.write_full(&mut w),
@@ -333,10 +435,22 @@ impl<S: EntityState> SnapshotServer<S> {
             };
             if (used_bits + ENTRY_HEADER_ESTIMATE + bits).div_ceil(8) > budget && !chosen.is_empty()
             {
+                scratch.truncate(offset);
                 continue;
             }
             used_bits += ENTRY_HEADER_ESTIMATE + bits;
-            chosen.push((index, scratch.clone(), bits));
+            chosen.push((index, offset, bits));
+        }
+        // The estimate of the entry headers may have been low: drop the lowest-ranked entries
+        // until the exact size fits (never below one entry).
+        let mut layout = EntryLayout::choose(&changes, &chosen);
+        while chosen.len() > 1 && (header_bits + layout.bits).div_ceil(8) > budget {
+            let mut excess = header_bits + layout.bits - budget * 8;
+            while chosen.len() > 1 && excess > 0 {
+                let (_, _, bits) = chosen.pop().unwrap_or_default();
+                excess = excess.saturating_sub(bits + ENTRY_HEADER_ESTIMATE);
+            }
+            layout = EntryLayout::choose(&changes, &chosen);
         }
         chosen.sort_by_key(|(index, _, _)| changes[*index].id());
         let deferred = changes.len() - chosen.len();
@@ -348,19 +462,43 @@ impl<S: EntityState> SnapshotServer<S> {
             w.write_varint(seq);
             w.write_varint(tick);
             w.write_varint(base_seq.map_or(0, |b| seq - b));
-            w.write_varint(chosen.len() as u64);
-            let mut next_id: u64 = 0;
-            for (index, payload, bits) in &chosen {
-                let change = &changes[*index];
-                let id = change.id();
-                write_gamma(&mut w, u64::from(id.0) - next_id + 1);
-                next_id = u64::from(id.0) + 1;
-                match change {
-                    Change::Changed(id, _) if base_view.get(*id).is_some() => w.write_bool(false),
-                    Change::Changed(..) | Change::Created(..) => w.write_bits(0b01, 2),
-                    Change::Removed(_) => w.write_bits(0b11, 2),
+            if let Some(base_seq) = base_seq {
+                // No entries, nothing to predict: a single 0 (header-only snapshots at rest).
+                let named = if chosen.len() == layout.removed {
+                    &predictors[..0]
+                } else {
+                    &predictors[..]
+                };
+                let mut after = base_seq;
+                for (seq, _, _) in named {
+                    w.write_varint(after - seq);
+                    after = *seq;
                 }
-                append_bits(&mut w, payload, *bits);
+                if named.len() < PREDICTION_VIEWS {
+                    w.write_varint(0);
+                }
+            }
+            let removed = chosen
+                .iter()
+                .filter(|(index, _, _)| matches!(changes[*index], Change::Removed(_)));
+            w.write_exp_golomb(removed.clone().count() as u64, 0);
+            let mut next_id: u64 = 0;
+            for (index, _, _) in removed {
+                let id = u64::from(changes[*index].id().0);
+                w.write_exp_golomb(id - next_id, 0);
+                next_id = id + 1;
+            }
+            w.write_bits(u64::from(layout.order), 3);
+            w.write_varint((chosen.len() - layout.removed) as u64);
+            let mut next_id: u64 = 0;
+            for (index, offset, bits) in &chosen {
+                if matches!(changes[*index], Change::Removed(_)) {
+                    continue;
+                }
+                let id = u64::from(changes[*index].id().0);
+                w.write_exp_golomb(id - next_id, layout.order);
+                next_id = id + 1;
+                append_bits(&mut w, &scratch[*offset..], *bits);
             }
         }
         let bytes = out.len() - start;
@@ -371,15 +509,19 @@ impl<S: EntityState> SnapshotServer<S> {
             chosen.iter().map(|(index, _, _)| &changes[*index]),
         );
         for (index, _, _) in &chosen {
-            record.waiting.remove(&changes[*index].id());
+            let id = changes[*index].id();
+            record.waiting.remove(&id);
+            record.in_flight.entry(id).or_insert(seq);
         }
-        if config.bandwidth.is_some() {
+        if record.bandwidth.unwrap_or(config.bandwidth).is_some() {
             record.tokens -= bytes as f64;
         }
         record.sent.push_back(Sent {
             seq,
+            tick,
             view: Arc::new(view),
             message: None,
+            acked: false,
         });
         while record.sent.len() > config.history {
             record.sent.pop_front();
@@ -410,9 +552,10 @@ impl<S: EntityState> SnapshotServer<S> {
         let Some(record) = self.clients.get_mut(&client) else {
             return;
         };
-        if seq >= record.next_seq || !record.sent.iter().any(|s| s.seq == seq) {
+        let Some(sent) = record.sent.iter_mut().find(|s| s.seq == seq) else {
             return;
-        }
+        };
+        sent.acked = true;
         if record.newest_acked.is_none_or(|acked| seq > acked) {
             record.newest_acked = Some(seq);
         }
@@ -432,7 +575,8 @@ impl<S: EntityState> SnapshotServer<S> {
         let Some(record) = self.clients.get_mut(&client) else {
             return;
         };
-        if let Some(sent) = record.sent.iter().find(|s| s.message == Some(message)) {
+        if let Some(sent) = record.sent.iter_mut().find(|s| s.message == Some(message)) {
+            sent.acked = true;
             if record.newest_acked.is_none_or(|acked| sent.seq > acked) {
                 record.newest_acked = Some(sent.seq);
             }
@@ -541,40 +685,72 @@ fn apply<'a, S: 'a>(base: &View<S>, changes: impl Iterator<Item = &'a Change<S>>
 }
 
 fn append_bits(w: &mut BitWriter<'_>, bytes: &[u8], bits: usize) {
+    // Eight bytes at a time: bits are packed least significant first, so little-endian words
+    // hold them in order.
     let mut left = bits;
-    for &byte in bytes {
+    for chunk in bytes.chunks(8) {
         if left == 0 {
             break;
         }
-        let take = left.min(8);
-        w.write_bits(u64::from(byte), take as u32);
+        let mut word = [0u8; 8];
+        word[..chunk.len()].copy_from_slice(chunk);
+        let take = left.min(64);
+        w.write_bits(u64::from_le_bytes(word), take as u32);
         left -= take;
     }
 }
 
-/// Elias-gamma code of `value` (at least 1): n zero bits, then the n+1 significant bits of the
-/// value from the top. Small values are short: 1 is one bit, 2 and 3 are three.
-fn write_gamma(w: &mut BitWriter<'_>, value: u64) {
-    let bits = 64 - value.leading_zeros();
-    w.write_bits(0, bits - 1);
-    for shift in (0..bits).rev() {
-        w.write_bool((value >> shift) & 1 == 1);
-    }
+/// How the entries of one snapshot are laid out: the Exp-Golomb order of their id gaps, chosen
+/// per snapshot as the one that makes them smallest.
+struct EntryLayout {
+    order: u32,
+    removed: usize,
+    /// Bits of the removal list, the order, the count and every entry (gap and state).
+    bits: usize,
 }
 
-fn read_gamma(r: &mut BitReader<'_>) -> Result<u64, SnapshotDecodeError> {
-    let mut zeros = 0u32;
-    while !r.read_bool()? {
-        zeros += 1;
-        if zeros > 32 {
-            return Err(SnapshotDecodeError::TooManyEntities);
+impl EntryLayout {
+    /// The best order for the chosen entries (index into `changes`, offset, state bits).
+    fn choose<S>(changes: &[Change<S>], chosen: &[(usize, usize, usize)]) -> Self {
+        let mut removed_ids = Vec::new();
+        let mut ids = Vec::with_capacity(chosen.len());
+        let mut state_bits = 0;
+        for (index, _, bits) in chosen {
+            let change = &changes[*index];
+            match change {
+                Change::Removed(id) => removed_ids.push(id.0),
+                _ => ids.push(change.id().0),
+            }
+            state_bits += bits;
+        }
+        removed_ids.sort_unstable();
+        ids.sort_unstable();
+        let gaps = |ids: &[u32]| {
+            let mut next = 0u64;
+            ids.iter()
+                .map(|&id| {
+                    let gap = u64::from(id) - next;
+                    next = u64::from(id) + 1;
+                    gap
+                })
+                .collect::<Vec<u64>>()
+        };
+        let removed_bits = exp_golomb_bits(removed_ids.len() as u64, 0)
+            + gaps(&removed_ids)
+                .iter()
+                .map(|&g| exp_golomb_bits(g, 0))
+                .sum::<usize>();
+        let entry_gaps = gaps(&ids);
+        let (order, gap_bits) = (0..=MAX_ID_ORDER)
+            .map(|k| (k, entry_gaps.iter().map(|&g| exp_golomb_bits(g, k)).sum()))
+            .min_by_key(|&(_, bits): &(u32, usize)| bits)
+            .unwrap_or((0, 0));
+        Self {
+            order,
+            removed: removed_ids.len(),
+            bits: removed_bits + 3 + 8 * varint_bytes(ids.len() as u64) + gap_bits + state_bits,
         }
     }
-    let mut value = 1u64;
-    for _ in 0..zeros {
-        value = value << 1 | u64::from(r.read_bool()?);
-    }
-    Ok(value)
 }
 
 fn varint_bytes(value: u64) -> usize {
@@ -593,6 +769,7 @@ pub struct SnapshotClient<S> {
     views: VecDeque<Received<S>>,
     newest: Option<u64>,
     errors: u64,
+    last_decoded_tick: Option<u64>,
 }
 
 /// A snapshot newer than any before it, ready to render.
@@ -614,6 +791,7 @@ impl<S: EntityState> SnapshotClient<S> {
             views: VecDeque::new(),
             newest: None,
             errors: 0,
+            last_decoded_tick: None,
         }
     }
 
@@ -650,77 +828,145 @@ impl<S: EntityState> SnapshotClient<S> {
         self.errors
     }
 
+    /// The server tick of the last snapshot [`receive`](Self::receive) decoded, stale or a
+    /// duplicate or not.
+    /// When `receive` returns `Ok(None)` for a stale snapshot, pass this to
+    /// [`SnapshotBuffer::record_arrival`](super::SnapshotBuffer::record_arrival) so that the
+    /// buffer's jitter estimate sees late arrivals too.
+    pub fn last_decoded_tick(&self) -> Option<u64> {
+        self.last_decoded_tick
+    }
+
     fn decode(&mut self, bytes: &[u8]) -> Result<Option<Decoded<S>>, SnapshotDecodeError> {
         let mut r = BitReader::new(bytes);
         let seq = r.read_varint()?;
         let tick = r.read_varint()?;
         let baseline = r.read_varint()?;
         if self.views.iter().any(|v| v.seq == seq) {
+            // A duplicate: it still arrived.
+            self.last_decoded_tick = Some(tick);
             return Ok(None);
         }
-        let empty = Arc::new(View::empty());
-        let base = if baseline == 0 {
-            empty
+        let find = |seq: u64| {
+            self.views
+                .iter()
+                .find(|v| v.seq == seq)
+                .map(|v| (Arc::clone(&v.view), v.tick))
+                .ok_or(SnapshotDecodeError::UnknownBaseline(seq))
+        };
+        let mut predictors: Vec<(u64, u64, Arc<View<S>>)> = Vec::new();
+        let (base, base_tick) = if baseline == 0 {
+            (Arc::new(View::empty()), 0)
         } else {
             let base_seq = seq
                 .checked_sub(baseline)
                 .ok_or(SnapshotDecodeError::UnknownBaseline(0))?;
-            self.views
-                .iter()
-                .find(|v| v.seq == base_seq)
-                .map(|v| Arc::clone(&v.view))
-                .ok_or(SnapshotDecodeError::UnknownBaseline(base_seq))?
+            let (base, base_tick) = find(base_seq)?;
+            let (mut after_seq, mut after_tick) = (base_seq, base_tick);
+            while predictors.len() < PREDICTION_VIEWS {
+                let back = r.read_varint()?;
+                if back == 0 {
+                    break;
+                }
+                let found_seq = after_seq
+                    .checked_sub(back)
+                    .ok_or(SnapshotDecodeError::UnknownBaseline(0))?;
+                let (view, found_tick) = find(found_seq)?;
+                if found_tick >= after_tick {
+                    return Err(SnapshotDecodeError::Malformed);
+                }
+                predictors.push((found_seq, found_tick, view));
+                (after_seq, after_tick) = (found_seq, found_tick);
+            }
+            (base, base_tick)
         };
-        let mut out: Vec<(EntityId, Arc<S>)> = Vec::with_capacity(base.entities.len());
-        let mut base_iter = base.entities.iter().peekable();
-        let count = r.read_varint()?;
-        // Each entry takes at least two bits: a hostile count cannot make us loop for long.
-        if count > self.config.max_entities as u64 || count * 2 > r.remaining_bits() as u64 {
+        let ticks_ahead = tick.saturating_sub(base_tick).max(1);
+
+        // Removals: ids ascending, each in the baseline.
+        let removed_count = r.read_exp_golomb(0)?;
+        if removed_count > base.entities.len() as u64 || removed_count > r.remaining_bits() as u64 {
             return Err(SnapshotDecodeError::TooManyEntities);
         }
+        let mut removed: Vec<EntityId> = Vec::with_capacity(removed_count as usize);
         let mut next_id: u64 = 0;
-        for _ in 0..count {
-            let gap = read_gamma(&mut r)?;
-            let id = next_id + gap - 1;
+        for _ in 0..removed_count {
+            let id = next_id + r.read_exp_golomb(0)?;
             if id > u64::from(u32::MAX) {
                 return Err(SnapshotDecodeError::TooManyEntities);
             }
             next_id = id + 1;
             let id = EntityId(id as u32);
-            while let Some((base_id, state)) = base_iter.peek() {
-                if *base_id >= id {
-                    break;
-                }
-                out.push((*base_id, Arc::clone(state)));
-                base_iter.next();
+            if base.get(id).is_none() {
+                return Err(SnapshotDecodeError::UnknownEntity(id.0));
             }
+            removed.push(id);
+        }
+
+        let order = r.read_bits(3)? as u32;
+        let count = r.read_varint()?;
+        // Each entry takes at least one bit: a hostile count cannot make us loop for long.
+        if count > self.config.max_entities as u64 || count > r.remaining_bits() as u64 {
+            return Err(SnapshotDecodeError::TooManyEntities);
+        }
+        let mut out: Vec<(EntityId, Arc<S>)> = Vec::with_capacity(base.entities.len());
+        let mut base_iter = base.entities.iter().peekable();
+        let mut removed_iter = removed.iter().peekable();
+        let mut next_id: u64 = 0;
+        // Copies the baseline's entities below `id` (all of them for `None`), leaving out the
+        // removed ones.
+        let mut copy_below =
+            |out: &mut Vec<(EntityId, Arc<S>)>,
+             base_iter: &mut std::iter::Peekable<std::slice::Iter<'_, (EntityId, Arc<S>)>>,
+             id: Option<EntityId>| {
+                while let Some((base_id, state)) = base_iter.peek() {
+                    if id.is_some_and(|id| *base_id >= id) {
+                        break;
+                    }
+                    if removed_iter.peek().is_some_and(|r| *r == base_id) {
+                        removed_iter.next();
+                    } else {
+                        out.push((*base_id, Arc::clone(state)));
+                    }
+                    base_iter.next();
+                }
+            };
+        for _ in 0..count {
+            let id = next_id + r.read_exp_golomb(order)?;
+            if id > u64::from(u32::MAX) {
+                return Err(SnapshotDecodeError::TooManyEntities);
+            }
+            next_id = id + 1;
+            let id = EntityId(id as u32);
+            copy_below(&mut out, &mut base_iter, Some(id));
             let in_base = match base_iter.peek() {
                 Some((base_id, state)) if *base_id == id => {
                     base_iter.next();
-                    Some(Arc::clone(state))
+                    Some(state)
                 }
                 _ => None,
             };
-            if !r.read_bool()? {
-                let base_state = in_base.ok_or(SnapshotDecodeError::UnknownEntity(id.0))?;
-                out.push((id, Arc::new(S::read_delta(&base_state, &mut r)?)));
-            } else if !r.read_bool()? {
-                out.push((id, Arc::new(S::read_full(&mut r)?)));
-            } else if in_base.is_none() {
-                return Err(SnapshotDecodeError::UnknownEntity(id.0));
+            match in_base {
+                Some(base_state) => {
+                    if removed.binary_search(&id).is_ok() {
+                        return Err(SnapshotDecodeError::Malformed);
+                    }
+                    let baseline =
+                        Baseline::new(&**base_state, base_tick, ticks_ahead, &predictors, id);
+                    out.push((id, Arc::new(S::read_delta_predicted(&baseline, &mut r)?)));
+                }
+                None => out.push((id, Arc::new(S::read_full(&mut r)?))),
             }
             if out.len() > self.config.max_entities {
                 return Err(SnapshotDecodeError::TooManyEntities);
             }
         }
         r.finish()?;
-        for (base_id, state) in base_iter {
-            out.push((*base_id, Arc::clone(state)));
-        }
+        copy_below(&mut out, &mut base_iter, None);
         if out.len() > self.config.max_entities {
             return Err(SnapshotDecodeError::TooManyEntities);
         }
         let view = Arc::new(View { entities: out });
+        self.last_decoded_tick = Some(tick);
         self.views.push_back(Received {
             seq,
             tick,
