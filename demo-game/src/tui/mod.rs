@@ -1,0 +1,140 @@
+//! The terminal client: ratatui on its re-exported crossterm. One loop at 60 frames per
+//! second: handle the network until the frame is due, read the keys, advance the prediction,
+//! draw.
+
+mod arena;
+mod controls;
+
+use std::collections::HashMap;
+use std::io;
+use std::time::{Duration, Instant};
+
+use ratatui::crossterm::event::{self, Event as TermEvent};
+use ratatui::layout::{Constraint, Layout};
+use ratatui::style::{Color, Style};
+use ratatui::widgets::Paragraph;
+use ratatui::DefaultTerminal;
+use thiserror::Error;
+use tickwire::DisconnectReason;
+
+pub use arena::TITLE;
+pub use controls::{Action, Controls};
+
+use crate::client::GameClient;
+use crate::hud::{self, HudFigures, HUD_HEIGHT};
+
+/// Smallest terminal the client draws in, columns.
+pub const MIN_WIDTH: u16 = 80;
+/// Smallest terminal the client draws in, rows.
+pub const MIN_HEIGHT: u16 = 24;
+
+/// Why the terminal client stopped with an error.
+#[derive(Debug, Error)]
+pub enum TuiError {
+    /// Not running in a terminal.
+    #[error("not a terminal ({0}): run `demo-game play` or `local` in an interactive terminal, or use `demo-game bots` for headless players")]
+    NotATerminal(io::Error),
+    /// The terminal is too small.
+    #[error("the terminal is {width}x{height}; the game needs at least {MIN_WIDTH}x{MIN_HEIGHT}: enlarge the window")]
+    TooSmall {
+        /// Columns available.
+        width: u16,
+        /// Rows available.
+        height: u16,
+    },
+    /// Drawing failed.
+    #[error("terminal error: {0}")]
+    Io(#[from] io::Error),
+    /// The server closed the connection or went silent.
+    #[error("disconnected: {0}")]
+    Disconnected(DisconnectReason),
+}
+
+/// Checks that this is a terminal of at least [`MIN_WIDTH`] x [`MIN_HEIGHT`].
+pub fn check_size() -> Result<(), TuiError> {
+    let (width, height) = ratatui::crossterm::terminal::size().map_err(TuiError::NotATerminal)?;
+    if width < MIN_WIDTH || height < MIN_HEIGHT {
+        return Err(TuiError::TooSmall { width, height });
+    }
+    Ok(())
+}
+
+/// Plays in this terminal until the player quits (or the connection ends), then restores the
+/// terminal and leaves the game.
+pub async fn run(mut client: GameClient) -> Result<(), TuiError> {
+    let mut terminal = ratatui::try_init()?;
+    let result = play(&mut terminal, &mut client).await;
+    let restored = ratatui::try_restore();
+    client.disconnect().await;
+    result?;
+    restored?;
+    Ok(())
+}
+
+async fn play(terminal: &mut DefaultTerminal, client: &mut GameClient) -> Result<(), TuiError> {
+    let mut controls = Controls::default();
+    let frame_time = Duration::from_secs_f64(1.0 / FRAME_HZ);
+    let mut next = tokio::time::Instant::now();
+    loop {
+        client.pump_until(next).await;
+        next += frame_time;
+        let now = Instant::now();
+        if let Some(reason) = client.disconnected() {
+            return Err(TuiError::Disconnected(reason));
+        }
+        while event::poll(Duration::ZERO)? {
+            let TermEvent::Key(key) = event::read()? else {
+                continue;
+            };
+            match controls.handle(key) {
+                Action::Quit => return Ok(()),
+                Action::ToggleBadNetwork => {
+                    client.toggle_bad_network();
+                }
+                Action::Chat(line) => client.send_chat(&line),
+                Action::None => {}
+            }
+        }
+        client.update(now, controls.input());
+        let frame = client.frame(now);
+        let figures = HudFigures::of(client, now);
+        let names: HashMap<u32, String> = client
+            .scoreboard()
+            .iter()
+            .map(|e| (e.player, e.name.clone()))
+            .collect();
+        let me = client.welcome().map(|w| w.player.0);
+        terminal.draw(|out| {
+            let area = out.area();
+            if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+                let text = format!(
+                    "The terminal is {}x{}; the game needs at least {MIN_WIDTH}x{MIN_HEIGHT}. Enlarge the window, or press q to quit.",
+                    area.width, area.height
+                );
+                out.render_widget(
+                    Paragraph::new(text).style(Style::default().fg(Color::Yellow)),
+                    area,
+                );
+                return;
+            }
+            let [main, hud_area] =
+                Layout::vertical([Constraint::Min(10), Constraint::Length(HUD_HEIGHT)])
+                    .areas(area);
+            let [arena_area, side] =
+                Layout::horizontal([Constraint::Min(40), Constraint::Length(SIDE_WIDTH)])
+                    .areas(main);
+            let [score_area, chat_area] =
+                Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
+                    .areas(side);
+            arena::draw_arena(out, arena_area, &frame, &names);
+            arena::draw_scoreboard(out, score_area, client.scoreboard(), me);
+            arena::draw_chat(out, chat_area, client.chat(), controls.typing.as_deref());
+            hud::draw(out, hud_area, &figures);
+        })?;
+    }
+}
+
+/// Frames drawn per second.
+const FRAME_HZ: f64 = 60.0;
+/// Width of the scoreboard and chat column.
+const SIDE_WIDTH: u16 = 28;
