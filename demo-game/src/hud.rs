@@ -100,12 +100,8 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, hud: &HudFigures) {
         Span::styled(hud.transport, value),
         Span::styled("  corrections ", label),
         Span::styled(hud.corrections.to_string(), value),
-        Span::styled("  [n] bad network: ", label),
+        Span::styled("  bad network [n]: ", label),
         network,
-        Span::styled(
-            "  [arrows/wasd] steer [space] stop [enter] chat [q] quit",
-            label,
-        ),
     ]);
     frame.render_widget(Paragraph::new(vec![first, second]), text);
     let [down, up] =

@@ -17,6 +17,9 @@ use crate::world::{ARENA_HEIGHT, ARENA_WIDTH, PLAYER_RADIUS};
 /// The arena's title; the PTY test looks for it.
 pub const TITLE: &str = " Tickwire arena: grab the coins, bump hard to steal one ";
 
+/// The keys, shown under the arena.
+const KEYS: &str = " arrows/wasd steer · space stop · enter chat · n bad network · q quit ";
+
 /// Draws the players and coins of `frame` into `area`.
 pub(super) fn draw_arena(
     out: &mut TermFrame<'_>,
@@ -29,6 +32,7 @@ pub(super) fn draw_arena(
         .block(
             Block::bordered()
                 .title(TITLE)
+                .title_bottom(KEYS)
                 .border_style(Style::default().fg(Color::Gray)),
         )
         .marker(Marker::Braille)

@@ -20,8 +20,9 @@ use tickwire::DisconnectReason;
 pub use arena::TITLE;
 pub use controls::{Action, Controls};
 
-use crate::client::GameClient;
+use crate::client::{ChatLine, Frame as GameFrame, GameClient};
 use crate::hud::{self, HudFigures, HUD_HEIGHT};
+use crate::protocol::ScoreEntry;
 
 /// Smallest terminal the client draws in, columns.
 pub const MIN_WIDTH: u16 = 80;
@@ -98,43 +99,143 @@ async fn play(terminal: &mut DefaultTerminal, client: &mut GameClient) -> Result
         client.update(now, controls.input());
         let frame = client.frame(now);
         let figures = HudFigures::of(client, now);
-        let names: HashMap<u32, String> = client
-            .scoreboard()
-            .iter()
-            .map(|e| (e.player, e.name.clone()))
-            .collect();
-        let me = client.welcome().map(|w| w.player.0);
-        terminal.draw(|out| {
-            let area = out.area();
-            if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
-                let text = format!(
-                    "The terminal is {}x{}; the game needs at least {MIN_WIDTH}x{MIN_HEIGHT}. Enlarge the window, or press q to quit.",
-                    area.width, area.height
-                );
-                out.render_widget(
-                    Paragraph::new(text).style(Style::default().fg(Color::Yellow)),
-                    area,
-                );
-                return;
-            }
-            let [main, hud_area] =
-                Layout::vertical([Constraint::Min(10), Constraint::Length(HUD_HEIGHT)])
-                    .areas(area);
-            let [arena_area, side] =
-                Layout::horizontal([Constraint::Min(40), Constraint::Length(SIDE_WIDTH)])
-                    .areas(main);
-            let [score_area, chat_area] =
-                Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)])
-                    .areas(side);
-            arena::draw_arena(out, arena_area, &frame, &names);
-            arena::draw_scoreboard(out, score_area, client.scoreboard(), me);
-            arena::draw_chat(out, chat_area, client.chat(), controls.typing.as_deref());
-            hud::draw(out, hud_area, &figures);
-        })?;
+        let screen = Screen {
+            names: client
+                .scoreboard()
+                .iter()
+                .map(|e| (e.player, e.name.clone()))
+                .collect(),
+            me: client.welcome().map(|w| w.player.0),
+            scoreboard: client.scoreboard().to_vec(),
+            chat: client.chat().cloned().collect(),
+            typing: controls.typing.clone(),
+            frame,
+            figures,
+        };
+        terminal.draw(|out| draw(out, &screen))?;
     }
+}
+
+/// Everything one drawn screen shows.
+struct Screen {
+    frame: GameFrame,
+    figures: HudFigures,
+    names: HashMap<u32, String>,
+    me: Option<u32>,
+    scoreboard: Vec<ScoreEntry>,
+    chat: Vec<ChatLine>,
+    typing: Option<String>,
+}
+
+fn draw(out: &mut ratatui::Frame<'_>, screen: &Screen) {
+    let area = out.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let text = format!(
+            "The terminal is {}x{}; the game needs at least {MIN_WIDTH}x{MIN_HEIGHT}. Enlarge the window, or press q to quit.",
+            area.width, area.height
+        );
+        out.render_widget(
+            Paragraph::new(text)
+                .wrap(ratatui::widgets::Wrap { trim: true })
+                .style(Style::default().fg(Color::Yellow)),
+            area,
+        );
+        return;
+    }
+    let [main, hud_area] =
+        Layout::vertical([Constraint::Min(10), Constraint::Length(HUD_HEIGHT)]).areas(area);
+    let [arena_area, side] =
+        Layout::horizontal([Constraint::Min(40), Constraint::Length(SIDE_WIDTH)]).areas(main);
+    let [score_area, chat_area] =
+        Layout::vertical([Constraint::Percentage(45), Constraint::Percentage(55)]).areas(side);
+    arena::draw_arena(out, arena_area, &screen.frame, &screen.names);
+    arena::draw_scoreboard(out, score_area, &screen.scoreboard, screen.me);
+    arena::draw_chat(out, chat_area, screen.chat.iter(), screen.typing.as_deref());
+    hud::draw(out, hud_area, &screen.figures);
 }
 
 /// Frames drawn per second.
 const FRAME_HZ: f64 = 60.0;
 /// Width of the scoreboard and chat column.
 const SIDE_WIDTH: u16 = 28;
+
+#[cfg(test)]
+mod tests {
+    use ratatui::backend::TestBackend;
+    use ratatui::Terminal;
+    use tickwire::snapshot::{EntityId, SampleKind};
+
+    use super::*;
+    use crate::world::Body;
+
+    fn screen() -> Screen {
+        Screen {
+            frame: GameFrame {
+                me: Some((EntityId(12), Body::at(10.0, 5.0))),
+                others: vec![(EntityId(13), Body::at(30.0, 20.0))],
+                coins: vec![Body::at(50.0, 10.0)],
+                render_tick: 100.0,
+                kind: Some(SampleKind::Interpolated),
+            },
+            figures: HudFigures {
+                rtt_ms: 12.0,
+                down_series: vec![10, 20, 30],
+                up_series: vec![5, 5, 6],
+                transport: "native",
+                ..HudFigures::default()
+            },
+            names: HashMap::from([(12, "you".into()), (13, "bot0".into())]),
+            me: Some(12),
+            scoreboard: vec![ScoreEntry {
+                player: 13,
+                name: "bot0".into(),
+                score: 4,
+            }],
+            chat: vec![ChatLine {
+                from: String::new(),
+                text: "bot0 joined".into(),
+            }],
+            typing: None,
+        }
+    }
+
+    fn render(width: u16, height: u16) -> String {
+        let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+        terminal.draw(|out| draw(out, &screen())).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        let mut text = String::new();
+        for y in 0..height {
+            for x in 0..width {
+                text.push_str(buffer[(x, y)].symbol());
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    #[test]
+    fn draws_arena_scoreboard_chat_and_hud() {
+        let text = render(100, 32);
+        if std::env::var_os("SHOW_SCREEN").is_some() {
+            println!("{text}");
+        }
+        for needle in [
+            "Tickwire arena",
+            "@",
+            "$",
+            "b",
+            "bot0",
+            "RTT 12 ms",
+            "native",
+            "kbps down",
+        ] {
+            assert!(text.contains(needle), "{needle:?} missing:\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_small_terminal_shows_the_minimum_size() {
+        let text = render(40, 10);
+        assert!(text.contains("80x24"), "{text}");
+    }
+}
