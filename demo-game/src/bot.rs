@@ -184,6 +184,7 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
     let frame = Duration::from_secs_f64(1.0 / f64::from(config.frame_hz.max(1)));
     let mut next = tokio::time::Instant::now() + frame;
     let mut frames = 0u64;
+    let mut input = Input::NONE;
     loop {
         tokio::select! {
             () = client.pump_until(next) => {}
@@ -204,10 +205,12 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
             outcome.dropped = Some(reason.to_string());
             break;
         }
-        let input = match (client.me(), client.welcome(), client.latest()) {
-            (Some(me), Some(welcome), Some(view)) => brain.decide(me, welcome.player, view),
-            _ => Input::NONE,
-        };
+        if frames % DECIDE_EVERY == 0 {
+            input = match (client.me(), client.welcome(), client.latest()) {
+                (Some(me), Some(welcome), Some(view)) => brain.decide(me, welcome.player, view),
+                _ => Input::NONE,
+            };
+        }
         client.update(now, input);
         frames += 1;
         if config.record_views > 0 || frames % 6 == 0 {
@@ -343,6 +346,9 @@ fn round4(x: f64) -> f64 {
 }
 
 /// Chance per decision that a bot starts charging at the nearest player.
-const CHARGE_CHANCE: f64 = 0.004;
-/// Decisions a charge lasts (0.75 s at 60 Hz).
-const CHARGE_FRAMES: u32 = 45;
+const CHARGE_CHANCE: f64 = 0.012;
+/// Decisions a charge lasts (0.75 s at 20 decisions a second).
+const CHARGE_FRAMES: u32 = 15;
+/// Frames between two decisions (a bot reacts 20 times a second at 60 frames per second; its
+/// input still goes out every tick).
+const DECIDE_EVERY: u64 = 3;

@@ -99,6 +99,8 @@ pub struct GameClient {
     predictor: Option<Predictor>,
     newest: Option<(u64, Arc<View<Thing>>)>,
     scoreboard: Vec<ScoreEntry>,
+    own_score: Option<(u32, ScoreEntry)>,
+    players: u32,
     chat: VecDeque<ChatLine>,
     ack: u64,
     ack_sent: u64,
@@ -133,6 +135,8 @@ impl GameClient {
             predictor: None,
             newest: None,
             scoreboard: Vec::new(),
+            own_score: None,
+            players: 0,
             chat: VecDeque::new(),
             ack: 0,
             ack_sent: 0,
@@ -174,8 +178,10 @@ impl GameClient {
         if let Some(at) = self.last_snapshot_at {
             self.max_snapshot_age = self.max_snapshot_age.max(now.saturating_duration_since(at));
         }
-        if let Some(stats) = self.net.stats() {
-            self.meter.sample(now, &stats);
+        if self.meter.due(now) {
+            if let Some(stats) = self.net.stats() {
+                self.meter.sample(now, &stats);
+            }
         }
         let target = self.clock.as_ref().and_then(|c| c.input_tick(now));
         let mut packet = None;
@@ -286,9 +292,19 @@ impl GameClient {
         self.welcome
     }
 
-    /// The scoreboard, by descending score.
+    /// The scoreboard's top lines, by descending score.
     pub fn scoreboard(&self) -> &[ScoreEntry] {
         &self.scoreboard
+    }
+
+    /// This client's rank (1 = first) and scoreboard line.
+    pub fn own_score(&self) -> Option<&(u32, ScoreEntry)> {
+        self.own_score.as_ref()
+    }
+
+    /// Players in the game, as of the last scoreboard.
+    pub fn players(&self) -> u32 {
+        self.players
     }
 
     /// Recent chat lines, oldest first.
@@ -380,8 +396,13 @@ impl GameClient {
         self.snapshots_received += 1;
         self.ack = self.ack.max(decoded.seq);
         self.last_snapshot_at = Some(now);
-        if let (Some(clock), Some(stats)) = (self.clock.as_mut(), self.net.stats()) {
-            clock.handle_sample(decoded.tick, now, stats.rtt);
+        if let Some(clock) = self.clock.as_mut() {
+            // The meter's RTT is at most a sample period old; the clock smooths it anyway.
+            let rtt = match self.meter.rtt {
+                rtt if rtt.is_zero() => self.net.stats().map_or(rtt, |s| s.rtt),
+                rtt => rtt,
+            };
+            clock.handle_sample(decoded.tick, now, rtt);
         }
         if let Some(buffer) = self.buffer.as_mut() {
             buffer.push(decoded.tick, Scene::of_view(&decoded.view), now);
@@ -429,7 +450,15 @@ impl GameClient {
                     snapshot_hz,
                 });
             }
-            ServerMessage::Scoreboard { entries } => self.scoreboard = entries,
+            ServerMessage::Scoreboard {
+                entries,
+                you,
+                players,
+            } => {
+                self.scoreboard = entries;
+                self.own_score = you;
+                self.players = players;
+            }
             ServerMessage::Chat { from, text } => {
                 self.chat.push_back(ChatLine { from, text });
                 while self.chat.len() > CHAT_LINES {

@@ -31,6 +31,12 @@ pub struct NetMeter {
 }
 
 impl NetMeter {
+    /// Whether a sample is due at `now` (so the caller can skip fetching the statistics).
+    pub fn due(&self, now: Instant) -> bool {
+        self.last
+            .is_none_or(|(at, _, _)| now.saturating_duration_since(at) >= SAMPLE_PERIOD)
+    }
+
     /// Takes a sample if one is due.
     pub fn sample(&mut self, now: Instant, stats: &ConnectionStats) {
         let current = (now, stats.bytes_received, stats.bytes_sent);

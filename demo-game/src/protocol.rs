@@ -38,6 +38,8 @@ pub const MAX_INPUTS_PER_PACKET: usize = 32;
 pub const MAX_NAME_CHARS: usize = 16;
 /// Longest chat line, in characters; longer ones are cut.
 pub const MAX_CHAT_CHARS: usize = 120;
+/// Lines in a scoreboard.
+pub const SCOREBOARD_LINES: usize = 10;
 /// Largest message a client may send, bytes: enough for a chat line or a full input packet.
 pub const MAX_CLIENT_MESSAGE: usize = 1024;
 
@@ -90,10 +92,17 @@ pub enum ServerMessage {
         /// Snapshots per second.
         snapshot_hz: u32,
     },
-    /// Every player's name and score, sent when a score or the roster changes.
+    /// The leaders and this client's own line, sent when a score or the roster changes (at
+    /// most a few times a second). Only the top [`SCOREBOARD_LINES`] are listed, so the
+    /// message stays small however many play (a full list to every player would grow with the
+    /// square of the player count).
     Scoreboard {
-        /// By descending score.
+        /// The top players, by descending score.
         entries: Vec<ScoreEntry>,
+        /// This client's own line and its rank (1 = first), if it plays.
+        you: Option<(u32, ScoreEntry)>,
+        /// Players in the game.
+        players: u32,
     },
     /// A chat line or a game notice (`from` is empty for notices).
     Chat {

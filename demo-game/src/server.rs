@@ -22,7 +22,8 @@ use crate::entity::Thing;
 use crate::percentile::percentile;
 use crate::protocol::{
     truncate_chars, ClientMessage, InputPacket, ScoreEntry, ServerMessage, CLIENT_EVENTS, INPUTS,
-    MAX_CHAT_CHARS, MAX_INPUTS_PER_PACKET, MAX_NAME_CHARS, SERVER_EVENTS, SNAPSHOTS,
+    MAX_CHAT_CHARS, MAX_INPUTS_PER_PACKET, MAX_NAME_CHARS, SCOREBOARD_LINES, SERVER_EVENTS,
+    SNAPSHOTS,
 };
 use crate::world::{Body, GameEvent, Input, World};
 
@@ -236,6 +237,8 @@ struct Loop {
     owners: HashMap<EntityId, ConnectionId>,
     scoreboard_dirty: bool,
     scoreboard_sent: Option<Instant>,
+    notice_tokens: f64,
+    notice_refill: Instant,
     buf: Vec<u8>,
     // Measures since the last status.
     tick_us: Vec<f64>,
@@ -269,6 +272,8 @@ async fn run(
         owners: HashMap::new(),
         scoreboard_dirty: false,
         scoreboard_sent: None,
+        notice_tokens: NOTICE_BURST,
+        notice_refill: Instant::now(),
         buf: Vec::with_capacity(MAX_SNAPSHOT_BYTES),
         tick_us: Vec::new(),
         snapshot_bytes: (0, 0),
@@ -510,12 +515,41 @@ impl Loop {
             })
             .collect();
         entries.sort_by(|a, b| b.score.cmp(&a.score).then(a.player.cmp(&b.player)));
-        self.broadcast(&ServerMessage::Scoreboard { entries });
+        let players = entries.len() as u32;
+        let top: Vec<ScoreEntry> = entries.iter().take(SCOREBOARD_LINES).cloned().collect();
+        let ranks: HashMap<u32, (u32, &ScoreEntry)> = entries
+            .iter()
+            .enumerate()
+            .map(|(rank, e)| (e.player, (rank as u32 + 1, e)))
+            .collect();
+        for (connection, peer) in &self.peers {
+            let Some(player) = peer.player else { continue };
+            let you = ranks
+                .get(&player.0)
+                .map(|(rank, entry)| (*rank, (*entry).clone()));
+            let message = ServerMessage::Scoreboard {
+                entries: top.clone(),
+                you,
+                players,
+            };
+            self.send_to(*connection, &message);
+        }
         self.scoreboard_dirty = false;
         self.scoreboard_sent = Some(now);
     }
 
-    fn notice(&self, text: String) {
+    /// A server notice for everyone, unless notices are coming faster than
+    /// [`NOTICES_PER_SEC`] (with many players, joins and steals would otherwise flood every
+    /// client's reliable channel).
+    fn notice(&mut self, text: String) {
+        let now = Instant::now();
+        let elapsed = now.duration_since(self.notice_refill).as_secs_f64();
+        self.notice_refill = now;
+        self.notice_tokens = (self.notice_tokens + elapsed * NOTICES_PER_SEC).min(NOTICE_BURST);
+        if self.notice_tokens < 1.0 {
+            return;
+        }
+        self.notice_tokens -= 1.0;
         self.broadcast(&ServerMessage::Chat {
             from: String::new(),
             text,
@@ -585,7 +619,11 @@ const MAX_SNAPSHOT_BYTES: usize = 8 * 1024;
 const MAX_INPUT_LEAD: u64 = 120;
 /// How often the status is updated.
 const STATUS_PERIOD: Duration = Duration::from_secs(1);
+/// Server notices per second at most, on average.
+const NOTICES_PER_SEC: f64 = 2.0;
+/// Server notices sent at once at most.
+const NOTICE_BURST: f64 = 5.0;
 /// Least time between two scoreboards.
-const SCOREBOARD_PERIOD: Duration = Duration::from_millis(200);
+const SCOREBOARD_PERIOD: Duration = Duration::from_millis(500);
 /// Tick times kept for the run summary (about 4.6 hours at 60 Hz).
 const MAX_TICK_SAMPLES: usize = 1_000_000;

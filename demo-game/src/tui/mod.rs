@@ -106,7 +106,7 @@ async fn play(terminal: &mut DefaultTerminal, client: &mut GameClient) -> Result
                 .map(|e| (e.player, e.name.clone()))
                 .collect(),
             me: client.welcome().map(|w| w.player.0),
-            scoreboard: client.scoreboard().to_vec(),
+            scoreboard: scoreboard_lines(client),
             chat: client.chat().cloned().collect(),
             typing: controls.typing.clone(),
             frame,
@@ -114,6 +114,17 @@ async fn play(terminal: &mut DefaultTerminal, client: &mut GameClient) -> Result
         };
         terminal.draw(|out| draw(out, &screen))?;
     }
+}
+
+/// The top of the scoreboard, and this player's own line below it if it is not there.
+fn scoreboard_lines(client: &GameClient) -> Vec<ScoreEntry> {
+    let mut lines = client.scoreboard().to_vec();
+    if let Some((_, own)) = client.own_score() {
+        if !lines.iter().any(|e| e.player == own.player) {
+            lines.push(own.clone());
+        }
+    }
+    lines
 }
 
 /// Everything one drawn screen shows.
