@@ -268,6 +268,7 @@ async fn serve(args: ServerArgs) -> Result<(), CliError> {
     if args.json {
         let json = serde_json::json!({
             "ticks": summary.ticks,
+            "busy_ticks": summary.busy_ticks,
             "tick_hz": args.tick_hz,
             "snapshot_hz": args.snapshot_hz,
             "tick_us_p50": summary.tick_us_p50,
