@@ -282,10 +282,9 @@ impl BotsSummary {
         let n = connected.len().max(1) as f64;
         let corrections: u64 = connected.iter().map(|o| o.corrections).sum();
         let checked: u64 = connected.iter().map(|o| o.reconciliations).sum();
-        let minutes: f64 = connected
+        let minutes = connected
             .iter()
-            .map(|o| o.played.as_secs_f64() / 60.0)
-            .sum();
+            .fold(0.0, |sum, o| sum + o.played.as_secs_f64() / 60.0);
         let failures = outcomes
             .iter()
             .filter_map(|o| {
@@ -306,8 +305,8 @@ impl BotsSummary {
             snapshots_received: connected.iter().map(|o| o.snapshots_received).sum(),
             rtt_ms_p50: round2(percentile(&mut rtts, 50.0)),
             rtt_ms_p99: round2(percentile(&mut rtts, 99.0)),
-            kbps_down_per_bot: round2(connected.iter().map(|o| o.kbps.0).sum::<f64>() / n),
-            kbps_up_per_bot: round2(connected.iter().map(|o| o.kbps.1).sum::<f64>() / n),
+            kbps_down_per_bot: round2(connected.iter().fold(0.0, |sum, o| sum + o.kbps.0) / n),
+            kbps_up_per_bot: round2(connected.iter().fold(0.0, |sum, o| sum + o.kbps.1) / n),
             prediction_corrections: corrections,
             prediction_corrections_per_min: round2(if minutes > 0.0 {
                 corrections as f64 / minutes
