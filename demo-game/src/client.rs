@@ -56,7 +56,7 @@ pub struct Welcome {
 /// What to draw this frame.
 #[derive(Clone, Debug, Default)]
 pub struct Frame {
-    /// The local player, predicted.
+    /// The local player, predicted (after a correction, eased from where it was drawn).
     pub me: Option<(EntityId, Body)>,
     /// Every other player, interpolated.
     pub others: Vec<(EntityId, Body)>,
@@ -113,6 +113,9 @@ pub struct GameClient {
     meter: NetMeter,
     views: VecDeque<ViewSample>,
     bad_network: bool,
+    /// Offset of the drawn local player from the predicted one after a correction, decaying.
+    smoothing: (f32, f32),
+    last_frame: Option<Instant>,
 }
 
 impl GameClient {
@@ -149,6 +152,8 @@ impl GameClient {
             meter: NetMeter::default(),
             views: VecDeque::new(),
             bad_network: false,
+            smoothing: (0.0, 0.0),
+            last_frame: None,
             config,
         })
     }
@@ -214,8 +219,22 @@ impl GameClient {
     /// What to draw at `now`: the predicted local player and the interpolated rest.
     pub fn frame(&mut self, now: Instant) -> Frame {
         let me_id = self.welcome.map(|w| w.player);
+        let elapsed = self
+            .last_frame
+            .map_or(0.0, |at| now.saturating_duration_since(at).as_secs_f32());
+        self.last_frame = Some(now);
+        let keep = (-elapsed / SMOOTHING_TIME).exp();
+        self.smoothing = (self.smoothing.0 * keep, self.smoothing.1 * keep);
+        let smoothing = self.smoothing;
         let mut frame = Frame {
-            me: me_id.zip(self.predictor.as_ref().map(Predictor::body)),
+            me: me_id.zip(self.predictor.as_ref().map(|p| {
+                let body = p.body();
+                Body {
+                    x: body.x + smoothing.0,
+                    y: body.y + smoothing.1,
+                    ..body
+                }
+            })),
             ..Frame::default()
         };
         let Some(sample) = self.buffer.as_mut().and_then(|b| b.sample(now)) else {
@@ -412,7 +431,12 @@ impl GameClient {
                 let body = me.body();
                 match self.predictor.as_mut() {
                     Some(predictor) => {
+                        let before = predictor.body();
                         predictor.reconcile(decoded.tick, body);
+                        let after = predictor.body();
+                        // Drawn where it was, then eased to where it is (see `frame`).
+                        self.smoothing.0 += before.x - after.x;
+                        self.smoothing.1 += before.y - after.y;
                     }
                     None => {
                         self.predictor = Some(Predictor::new(decoded.tick, body, welcome.tick_hz));
@@ -468,6 +492,10 @@ impl GameClient {
         }
     }
 }
+
+/// Time constant of the easing of a corrected local player to its new position, seconds: a
+/// correction is drawn as a quick glide (about 0.2 s to settle) instead of a jump.
+const SMOOTHING_TIME: f32 = 0.06;
 
 /// Chat lines kept.
 const CHAT_LINES: usize = 50;

@@ -109,6 +109,11 @@ fn renders_the_arena_and_quits_on_q() {
     let code = session.exit_code(Duration::from_secs(15));
     assert_eq!(code, Some(0), "output:\n{}", session.seen);
     assert!(!session.seen.contains("panicked"), "{}", session.seen);
+    // The terminal was given back: the alternate screen was left.
+    assert!(
+        session.seen.contains("\u{1b}[?1049l"),
+        "the alternate screen was not left"
+    );
 }
 
 #[test]
