@@ -75,7 +75,7 @@ pub fn draw(frame: &mut Frame<'_>, area: Rect, hud: &HudFigures) {
         .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
     let first = Line::from(vec![
         Span::styled("RTT ", label),
-        Span::styled(format!("{:.0} ms", hud.rtt_ms), value),
+        Span::styled(format!("{:.1} ms", hud.rtt_ms), value),
         Span::styled("  loss ", label),
         Span::styled(format!("{:.1} %", hud.loss_pct), value),
         Span::styled("  down ", label),

@@ -236,7 +236,7 @@ mod tests {
             "$",
             "b",
             "bot0",
-            "RTT 12 ms",
+            "RTT 12.0 ms",
             "native",
             "kbps down",
         ] {
