@@ -23,8 +23,8 @@ use crate::entity::{Scene, Thing};
 use crate::meter::NetMeter;
 use crate::prediction::Predictor;
 use crate::protocol::{
-    ClientMessage, InputPacket, ScoreEntry, ServerMessage, CLIENT_EVENTS, INPUTS, INPUT_REDUNDANCY,
-    SERVER_EVENTS, SNAPSHOTS,
+    truncate_chars, ClientMessage, InputPacket, ScoreEntry, ServerMessage, CLIENT_EVENTS, INPUTS,
+    INPUT_REDUNDANCY, MAX_CHAT_CHARS, MAX_NAME_CHARS, SERVER_EVENTS, SNAPSHOTS,
 };
 use crate::world::{Body, Input};
 
@@ -484,7 +484,11 @@ impl GameClient {
                 self.players = players;
             }
             ServerMessage::Chat { from, text } => {
-                self.chat.push_back(ChatLine { from, text });
+                // The server cuts lines already; a hostile one cannot make us hold more.
+                self.chat.push_back(ChatLine {
+                    from: truncate_chars(&from, MAX_NAME_CHARS),
+                    text: truncate_chars(&text, MAX_CHAT_CHARS),
+                });
                 while self.chat.len() > CHAT_LINES {
                     self.chat.pop_front();
                 }

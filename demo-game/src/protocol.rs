@@ -61,7 +61,12 @@ impl InputPacket {
         let first = self
             .newest_tick
             .saturating_sub(self.inputs.len().saturating_sub(1) as u64);
-        (first..).zip(self.inputs.iter().copied())
+        // Saturating, never a `first..` range: a hostile `newest_tick` near `u64::MAX` must not
+        // overflow.
+        self.inputs
+            .iter()
+            .enumerate()
+            .map(move |(i, input)| (first.saturating_add(i as u64), *input))
     }
 }
 
@@ -179,6 +184,13 @@ mod tests {
             inputs: vec![Input::from_bits(5); INPUT_REDUNDANCY],
         };
         assert!(tickwire::typed::encode(&full).unwrap().len() < 24);
+        // A hostile tick at the top of the range does not overflow.
+        let hostile = InputPacket {
+            ack: u64::MAX,
+            newest_tick: u64::MAX,
+            inputs: vec![Input::NONE; MAX_INPUTS_PER_PACKET],
+        };
+        assert_eq!(hostile.stamped().last().map(|(t, _)| t), Some(u64::MAX));
     }
 
     #[test]
