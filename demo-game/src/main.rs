@@ -1,6 +1,7 @@
-//! `demo-game`: not built yet; see the project's issues. Prints usage and exits.
+//! `demo-game`: see `demo-game --help` and `demo-game/README.md`.
 
-fn main() {
-    eprintln!("demo-game: not implemented yet. See README.md for what Tickwire offers today.");
-    std::process::exit(2);
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    demo_game::cli::main()
 }

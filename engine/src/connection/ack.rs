@@ -303,7 +303,11 @@ impl SentPackets {
         self.packets.get(pn.checked_sub(self.first)? as usize)
     }
 
-    /// Marks `pn` acknowledged if it was in flight; returns whether it was.
+    /// Marks `pn` acknowledged if it was in flight (or declared lost); returns whether the
+    /// acknowledgement gives an RTT sample: `pn` was in flight, or it had been declared lost
+    /// and is now the largest acknowledged. (A late acknowledgement still measures the path:
+    /// without that sample, a sudden rise of the RTT gets every packet declared lost on the old
+    /// estimate, and the estimate never recovers.)
     pub(crate) fn ack(&mut self, pn: u64, settled: &mut Vec<Settled>) -> bool {
         let Some(index) = pn.checked_sub(self.first) else {
             return false;
@@ -311,18 +315,19 @@ impl SentPackets {
         let Some(packet) = self.packets.get_mut(index as usize) else {
             return false;
         };
-        if self.largest_acked.is_none_or(|largest| pn > largest) {
+        let newly_largest = self.largest_acked.is_none_or(|largest| pn > largest);
+        if newly_largest {
             self.largest_acked = Some(pn);
         }
         if packet.fate == Fate::Lost {
-            // Only reordered: be more patient from now on.
+            // Only reordered or late: be more patient from now on.
             packet.fate = Fate::Acked;
             self.spurious += 1;
             if let Some(largest) = self.largest_acked {
                 let distance = largest.saturating_sub(pn) + 1;
                 self.threshold = self.threshold.max(distance).min(MAX_PACKET_THRESHOLD);
             }
-            return false;
+            return newly_largest;
         }
         if packet.fate != Fate::InFlight {
             return false;
