@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sensor_sim::protocol::Command as SensorCommand;
 use sensor_sim::store::{ExportFormat, ExportQuery};
 use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
 use tickwire::sim::LinkConfig;
@@ -24,11 +25,11 @@ use tickwire::Client;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Commands,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Commands {
     /// Run the hub: accept sensors, store readings and alerts in SQLite, show their state.
     Hub(HubArgs),
     /// Run simulated sensors against a hub; prints a summary at the end.
@@ -37,6 +38,48 @@ enum Command {
     Run(RunArgs),
     /// Print what a hub stored, as CSV or JSON lines.
     Query(QueryArgs),
+    /// Queue a command for a sensor (change its rate or sleep interval), or list commands.
+    ///
+    /// The command goes into the hub's database, so it is held even while no hub runs or the
+    /// sensor sleeps; a running hub on that data directory picks it up within 200 ms, sends it
+    /// reliably when the sensor is awake, and records the sensor's acknowledgement.
+    #[command(
+        after_help = "Examples:\n  sensor-sim command --data-dir ./hub-data --sensor 7 set-rate 5\n  \
+                      sensor-sim command --data-dir ./hub-data --sensor 7 --wait-s 30 set-sleep-interval 60\n  \
+                      sensor-sim command --data-dir ./hub-data list"
+    )]
+    Command(CommandArgs),
+}
+
+#[derive(clap::Args)]
+struct CommandArgs {
+    /// The hub's data directory (the database must exist: start the hub once first).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The sensor the command is for (with `list`: only its commands).
+    #[arg(long)]
+    sensor: Option<u32>,
+    /// Wait up to this many seconds for the sensor to acknowledge the command (0: do not wait).
+    #[arg(long, default_value_t = 0.0)]
+    wait_s: f64,
+    #[command(subcommand)]
+    action: CommandAction,
+}
+
+#[derive(Subcommand)]
+enum CommandAction {
+    /// Sample at HZ samples per second.
+    SetRate {
+        /// Samples per second (above 0, at most 10000).
+        hz: f64,
+    },
+    /// Sleepy sensors: sleep SECONDS between wakes.
+    SetSleepInterval {
+        /// Seconds between wakes (0.1 to 86400).
+        seconds: f64,
+    },
+    /// List the commands in the database, pending and acknowledged.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -194,10 +237,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Hub(args) => hub(args).await,
-            Command::Sensors(args) => sensors(args).await,
-            Command::Run(args) => run(args).await,
-            Command::Query(args) => query(&args),
+            Commands::Hub(args) => hub(args).await,
+            Commands::Sensors(args) => sensors(args).await,
+            Commands::Run(args) => run(args).await,
+            Commands::Query(args) => query(&args),
+            Commands::Command(args) => command(&args).await,
         }
     });
     match result {
@@ -357,6 +401,110 @@ fn query(args: &QueryArgs) -> Result<(), Failure> {
             Ok(())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+async fn command(args: &CommandArgs) -> Result<(), Failure> {
+    let store = Store::open_existing(&args.data_dir)?;
+    let command = match args.action {
+        CommandAction::List => return list_commands(&store, args.sensor),
+        CommandAction::SetRate { hz } => {
+            if !(hz > 0.0 && hz <= 10_000.0) {
+                return Err(Failure::new(format!(
+                    "set-rate {hz}: give a rate above 0 and at most 10000 samples per second"
+                )));
+            }
+            SensorCommand::SetRate {
+                rate_millihz: (hz * 1000.0).round().max(1.0) as u32,
+            }
+        }
+        CommandAction::SetSleepInterval { seconds } => {
+            if !(0.1..=86_400.0).contains(&seconds) {
+                return Err(Failure::new(format!(
+                    "set-sleep-interval {seconds}: give 0.1 to 86400 seconds"
+                )));
+            }
+            SensorCommand::SetSleepInterval {
+                interval_ms: (seconds * 1000.0).round() as u64,
+            }
+        }
+    };
+    let Some(sensor) = args.sensor else {
+        return Err(Failure::new(
+            "say which sensor the command is for: --sensor ID (see `sensor-sim command --data-dir DIR list`)",
+        ));
+    };
+    if !(0.0..=86_400.0).contains(&args.wait_s) {
+        return Err(Failure::new("--wait-s must be between 0 and 86400"));
+    }
+    let id = store.queue_command(sensor, command, sensor_sim::clock::unix_micros())?;
+    eprintln!(
+        "queued command {id} for sensor {sensor}: {}",
+        describe_command(command)
+    );
+    if args.wait_s == 0.0 {
+        eprintln!(
+            "a hub on {} sends it when the sensor is awake; check with: sensor-sim command --data-dir {} --sensor {sensor} list",
+            args.data_dir.display(),
+            args.data_dir.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "waiting up to {} s for sensor {sensor} to acknowledge it",
+        args.wait_s
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait_s);
+    loop {
+        if let Some(stored) = store.command(id)? {
+            if let Some(acked) = stored.acked_ts {
+                let after = (acked - stored.queued_ts) as f64 / 1e6;
+                println!("command {id} acknowledged by sensor {sensor} after {after:.1} s");
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure {
+                message: format!(
+                    "command {id} not acknowledged within {} s: sensor {sensor} has not been awake \
+                     on a hub using {} since. It stays queued and is sent when the sensor next \
+                     connects; is the hub running (sensor-sim hub --data-dir {})?",
+                    args.wait_s,
+                    args.data_dir.display(),
+                    args.data_dir.display()
+                ),
+                code: 3,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn list_commands(store: &Store, sensor: Option<u32>) -> Result<(), Failure> {
+    let commands = store.commands(sensor)?;
+    println!("id,sensor_id,command,queued_ts,acked_ts");
+    for c in commands {
+        println!(
+            "{},{},{},{},{}",
+            c.command_id,
+            c.sensor_id,
+            describe_command(c.command),
+            c.queued_ts,
+            c.acked_ts
+                .map_or_else(|| "pending".to_string(), |t| t.to_string())
+        );
+    }
+    Ok(())
+}
+
+fn describe_command(command: SensorCommand) -> String {
+    match command {
+        SensorCommand::SetRate { rate_millihz } => {
+            format!("set-rate {} Hz", f64::from(rate_millihz) / 1000.0)
+        }
+        SensorCommand::SetSleepInterval { interval_ms } => {
+            format!("set-sleep-interval {} s", interval_ms as f64 / 1000.0)
+        }
     }
 }
 
