@@ -229,6 +229,9 @@ pub struct SensorStatus {
     pub clock_offset_ms: Option<f64>,
     /// Estimated drift of its clock, in parts per million.
     pub clock_drift_ppm: Option<f64>,
+    /// Bound on the error of the offset estimate: half the shortest clock-ping round trip
+    /// (the most the one-way delays can differ), in milliseconds.
+    pub clock_error_ms: Option<f64>,
     /// Battery charge in percent, as last reported.
     pub battery_pct: Option<f32>,
     /// Commands waiting for it.
@@ -690,6 +693,7 @@ impl HubState {
                 rtt_ms,
                 clock_offset_ms: s.clock.offset_at(now_us).map(|o| o / 1000.0),
                 clock_drift_ppm: s.clock.drift_ppm(),
+                clock_error_ms: s.clock.min_rtt_us().map(|r| r as f64 / 2000.0),
                 battery_pct: s.battery_pct,
                 pending_commands: s.pending.len(),
             });

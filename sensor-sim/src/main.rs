@@ -1,6 +1,7 @@
 //! `sensor-sim`: thousands of simulated sensors reporting to a hub over Tickwire.
 //! See `sensor-sim --help` and the README.
 
+use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand, ValueEnum};
 use sensor_sim::protocol::Command as SensorCommand;
 use sensor_sim::store::{ExportFormat, ExportQuery};
-use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
+use sensor_sim::{run_fleet, Dashboard, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
 use tickwire::sim::LinkConfig;
 use tickwire::Client;
 
@@ -257,11 +258,14 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     if args.transport != HubTransport::Native {
         return Err(quic_unavailable());
     }
-    if !args.headless {
-        eprintln!(
-            "note: the live dashboard is not built yet; running headless (status on stderr, \
-             JSON summary on stdout at Ctrl-C)"
-        );
+    if !args.headless && !std::io::stdout().is_terminal() {
+        return Err(Failure {
+            message: "the live dashboard needs a terminal, but stdout is not one (a pipe, a file \
+                      or a service): add --headless for a status line each second on stderr and \
+                      a JSON summary on stdout at Ctrl-C or SIGTERM"
+                .into(),
+            code: 2,
+        });
     }
     let config = HubConfig {
         bind: args.bind,
@@ -269,10 +273,15 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
         ..HubConfig::default()
     };
     let hub = Hub::start(config).await?;
+    let database = args.data_dir.join(sensor_sim::store::DB_FILE);
+    if !args.headless {
+        dashboard(&hub, &database).await?;
+        return print_hub_summary(&hub.shutdown().await);
+    }
     eprintln!(
         "hub listening on {} (udp), database {}",
         hub.local_addr(),
-        args.data_dir.join(sensor_sim::store::DB_FILE).display()
+        database.display()
     );
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     every_second.tick().await;
@@ -289,7 +298,11 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
         }
     }
     eprintln!("stopping: committing what is pending");
-    let status = hub.shutdown().await;
+    print_hub_summary(&hub.shutdown().await)
+}
+
+/// The JSON summary the hub prints when it stops.
+fn print_hub_summary(status: &HubStatus) -> Result<(), Failure> {
     let summary = serde_json::json!({
         "uptime_s": (status.uptime_s * 10.0).round() / 10.0,
         "totals": status.totals,
@@ -298,6 +311,61 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// Runs the live dashboard until q, Esc, Ctrl-C or SIGTERM; the terminal is restored after.
+async fn dashboard(hub: &Hub, database: &std::path::Path) -> Result<(), Failure> {
+    let terminal_failed = |e: std::io::Error| {
+        Failure::new(format!(
+            "cannot drive the terminal ({e}): run with --headless instead"
+        ))
+    };
+    // try_init also installs a panic hook that restores the terminal.
+    let mut terminal = ratatui::try_init().map_err(terminal_failed)?;
+    let result = dashboard_loop(hub, database, &mut terminal).await;
+    ratatui::restore();
+    eprintln!("stopping: committing what is pending");
+    result.map_err(terminal_failed)
+}
+
+async fn dashboard_loop(
+    hub: &Hub,
+    database: &std::path::Path,
+    terminal: &mut ratatui::DefaultTerminal,
+) -> std::io::Result<()> {
+    use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    let mut view = Dashboard {
+        listen: hub.local_addr().to_string(),
+        database: database.display().to_string(),
+        status: HubStatus::default(),
+    };
+    let mut redraw = tokio::time::interval(DASHBOARD_REFRESH);
+    redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = redraw.tick() => {}
+            () = &mut stop => return Ok(()),
+        }
+        // Raw mode turns Ctrl-C into a key press: read keys without blocking the runtime.
+        while event::poll(Duration::ZERO)? {
+            if let Event::Key(key) = event::read()? {
+                let ctrl_c =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if key.kind == KeyEventKind::Press
+                    && (ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Esc))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        match hub.status().await {
+            Some(status) => view.status = status,
+            None => return Ok(()),
+        }
+        terminal.draw(|frame| view.render(frame))?;
+    }
 }
 
 async fn sensors(args: SensorsArgs) -> Result<(), Failure> {
@@ -638,6 +706,9 @@ fn parse_since(text: &str) -> Result<i64, Failure> {
     };
     Ok(sensor_sim::clock::unix_micros() - (seconds * 1e6) as i64)
 }
+
+/// How often the dashboard redraws.
+const DASHBOARD_REFRESH: Duration = Duration::from_millis(500);
 
 fn quic_unavailable() -> Failure {
     Failure {
