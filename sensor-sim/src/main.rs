@@ -137,6 +137,25 @@ struct FleetArgs {
     /// Simulated one-way latency on each sensor's socket, in milliseconds.
     #[arg(long, default_value_t = 0)]
     lag_ms: u64,
+    /// Simulated duplication on each sensor's socket, in percent of datagrams, each way.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Simulated reordering: this percent of datagrams is held back by --reorder-ms.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// How long a reordered datagram is held back, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    reorder_ms: u64,
+    /// Also raise an alert on this fraction (0 to 1) of readings, at random (load tests).
+    #[arg(long, default_value_t = 0.0)]
+    alert_fraction: f64,
+    /// Fraction of sensors (0 to 1) offline at the start: they sample into their backlog and
+    /// all connect together after --offline-s.
+    #[arg(long, default_value_t = 0.0)]
+    offline_fraction: f64,
+    /// Seconds the offline sensors stay offline.
+    #[arg(long, default_value_t = 0.0)]
+    offline_s: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -603,9 +622,38 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
     if count == 0 {
         return Err(Failure::new("give at least one sensor"));
     }
-    let link = (args.loss > 0.0 || args.lag_ms > 0).then(|| LinkConfig {
+    for (name, pct) in [("--duplicate", args.duplicate), ("--reorder", args.reorder)] {
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(Failure::new(format!(
+                "{name} {pct} is not a percentage: give a value from 0 to 100"
+            )));
+        }
+    }
+    for (name, fraction) in [
+        ("--alert-fraction", args.alert_fraction),
+        ("--offline-fraction", args.offline_fraction),
+    ] {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Failure::new(format!(
+                "{name} {fraction} is not a fraction: give a value from 0 to 1"
+            )));
+        }
+    }
+    if !(0.0..=86_400.0).contains(&args.offline_s) {
+        return Err(Failure::new("--offline-s must be between 0 and 86400"));
+    }
+    if args.lag_ms > 10_000 || args.reorder_ms > 10_000 {
+        return Err(Failure::new(
+            "--lag-ms and --reorder-ms must be at most 10000",
+        ));
+    }
+    let impaired = args.loss > 0.0 || args.lag_ms > 0 || args.duplicate > 0.0 || args.reorder > 0.0;
+    let link = impaired.then(|| LinkConfig {
         loss: args.loss / 100.0,
         latency: Duration::from_millis(args.lag_ms),
+        duplicate: args.duplicate / 100.0,
+        reorder: args.reorder / 100.0,
+        reorder_delay: Duration::from_millis(args.reorder_ms),
         ..LinkConfig::default()
     });
     Ok(FleetConfig {
@@ -616,6 +664,9 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
         duration: Duration::from_secs_f64(args.duration_s),
         seed: args.seed,
         link,
+        alert_fraction: args.alert_fraction,
+        offline_fraction: args.offline_fraction,
+        offline_for: Duration::from_secs_f64(args.offline_s),
         ..FleetConfig::new(hub)
     })
 }
@@ -631,16 +682,16 @@ fn resolve(hub: &str) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| Failure::new(format!("'{hub}' resolves to no address")))
 }
 
-/// Waits until the hub's database stops growing (its writer commits every 50 ms), at most 5 s.
+/// Waits until the hub's database has stopped growing for 1 s (its writer commits every 50 ms
+/// when it has rows; a busy machine can stall it for a few hundred), at most 15 s.
 async fn settle(store: &Store) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = store.totals().ok();
-    while Instant::now() < deadline {
+    let mut unchanged = 0;
+    while Instant::now() < deadline && unchanged < 5 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = store.totals().ok();
-        if now == last {
-            return;
-        }
+        unchanged = if now == last { unchanged + 1 } else { 0 };
         last = now;
     }
 }
