@@ -26,7 +26,7 @@
 //! | [`protocol`] | the messages, the channels they use, the driver configurations |
 //! | [`clock`] | wall clock, simulated device clocks, the hub's offset and drift estimate |
 //! | [`store`] | the SQLite database: schema, batched writes, queries, export |
-//! | `writer` | the hub's database thread: transactions every 50 ms, commit reports |
+//! | `writer` | the hub's database thread: transactions every 50 ms, commit reports, the command queue |
 //! | [`hub`] | [`Hub`]: the server, per-sensor state, commands, clock pings, status |
 //! | [`dashboard`] | [`Dashboard`]: the hub's live terminal view, drawn from a [`HubStatus`] |
 //! | `signal` | what each kind of sensor measures, and its alert threshold |

@@ -207,6 +207,8 @@ struct Sensor {
     datagrams_sent_before: u64,
     /// Offline at the start for `FleetConfig::offline_for`.
     offline: bool,
+    /// Sampling has started.
+    powered: bool,
     alert_fraction: f64,
 }
 
@@ -256,6 +258,7 @@ impl Sensor {
             connect_failures: 0,
             datagrams_sent_before: 0,
             offline: false,
+            powered: false,
             alert_fraction: config.alert_fraction.clamp(0.0, 1.0),
             rng,
         }
@@ -278,12 +281,11 @@ impl Sensor {
             wake_at = self.start + config.offline_for;
             self.stop_at = self.stop_at.max(wake_at);
             self.drain_until = self.stop_at + config.drain_timeout;
-        } else if !self.sleepy {
-            // An awake sensor powers on when it first connects; a sleepy one samples from the
-            // start and reports at its first wake.
-            tokio::time::sleep_until(wake_at).await;
-            self.power_on(config.duration, config.drain_timeout);
+        } else if self.sleepy {
+            // A sleepy sensor samples from the start and reports at its first wake.
+            self.powered = true;
         }
+        // An awake sensor powers on (starts sampling) once its first connection is up.
         let mut failures = 0u32;
         loop {
             let now = Instant::now();
@@ -307,6 +309,9 @@ impl Sensor {
                     continue;
                 }
             };
+            if !self.powered {
+                self.power_on(config.duration, config.drain_timeout);
+            }
             failures = 0;
             self.sessions += 1;
             self.datagrams_sent_before = 0;
@@ -357,6 +362,7 @@ impl Sensor {
 
     /// Starts the sampling schedule (and the run's end) now.
     fn power_on(&mut self, duration: Duration, drain_timeout: Duration) {
+        self.powered = true;
         self.start = Instant::now();
         self.start_us = unix_micros();
         self.next_sample = self.start;
@@ -459,6 +465,9 @@ impl Sensor {
 
     /// Takes every sample due by `now` (and before the end of the run) into the backlog.
     fn take_samples(&mut self, now: Instant) {
+        if !self.powered {
+            return;
+        }
         let period = Duration::from_secs_f64(1.0 / self.rate_hz.max(0.001));
         let until = now.min(self.stop_at);
         while self.next_sample <= until {
