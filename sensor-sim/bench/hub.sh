@@ -39,7 +39,11 @@ account() { # add the hub's CPU and peak memory so far
   local c r; c=$(cpu_of "$hub"); r=$(rss_of "$hub")
   hub_cpu=$((hub_cpu + c)); [ "$r" -gt "$hub_rss_kb" ] && hub_rss_kb=$r || true
 }
-cleanup() { kill -9 "${hub:-0}" 2>/dev/null || true; kill -9 "${killer:-0}" 2>/dev/null || true; rm -rf "$dir"; }
+cleanup() {
+  if [ -n "${hub:-}" ]; then kill -9 "$hub" 2>/dev/null || true; fi
+  if [ -n "${killer:-}" ]; then kill -9 "$killer" 2>/dev/null || true; fi
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 start_hub
 if [ -n "$kill_at" ]; then
