@@ -682,13 +682,14 @@ fn resolve(hub: &str) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| Failure::new(format!("'{hub}' resolves to no address")))
 }
 
-/// Waits until the hub's database has stopped growing for 1 s (its writer commits every 50 ms
-/// when it has rows; a busy machine can stall it for a few hundred), at most 15 s.
+/// Waits until the hub's database has stopped growing for 3 s, at most 20 s: the writer commits
+/// every 50 ms when it has rows, but the hub holds a reconnected sensor's readings for up to 2 s
+/// until it has estimated the sensor's clock (and a busy machine stalls it further).
 async fn settle(store: &Store) {
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = store.totals().ok();
     let mut unchanged = 0;
-    while Instant::now() < deadline && unchanged < 5 {
+    while Instant::now() < deadline && unchanged < 15 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = store.totals().ok();
         unchanged = if now == last { unchanged + 1 } else { 0 };
