@@ -22,8 +22,8 @@ use crate::clock::{unix_micros, ClockEstimator};
 use crate::protocol::{
     self, Alert, Command, Downlink, Hello, Reading, SensorKind, Uplink, ALERTS, CONTROL, READINGS,
 };
-use crate::store::{AlertRow, ReadingRow, Store, StoreError};
-use crate::writer::{self, Committed, WriteOp};
+use crate::store::{AlertRow, ReadingRow, Store, StoreError, StoredCommand};
+use crate::writer::{self, Committed, Report, WriteOp};
 
 /// How the hub runs.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +59,9 @@ pub enum HubError {
     /// The socket could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// The database thread could not be started.
+    #[error("could not start the database thread: {0}")]
+    Thread(#[source] std::io::Error),
 }
 
 /// A running hub.
@@ -79,7 +82,7 @@ impl Hub {
         let server = Server::bind(config.bind, driver).await?;
         let local_addr = server.local_addr();
         let (results_tx, results) = mpsc::unbounded_channel();
-        let (ops, writer) = writer::spawn(store, results_tx);
+        let (ops, writer) = writer::spawn(store, results_tx).map_err(HubError::Thread)?;
         let (control, control_rx) = mpsc::unbounded_channel();
         let state = HubState::new(server, ops, config.stale_after);
         let task = tokio::spawn(state.run(control_rx, results));
@@ -96,8 +99,11 @@ impl Hub {
         self.local_addr
     }
 
-    /// Queues a command for a sensor (known yet or not). It is sent reliably as soon as the
-    /// sensor is awake, and again in each session until the sensor acknowledges it.
+    /// Queues a command for a sensor (known yet or not). It is stored in the database first
+    /// (so it survives a hub restart), sent reliably as soon as the sensor is awake, and again
+    /// in each session until the sensor acknowledges it; the acknowledgement is stored too.
+    /// Commands queued in the database by another process (`sensor-sim command`) are picked
+    /// up within 200 ms.
     pub fn queue_command(&self, sensor_id: u32, command: Command) {
         let _ = self.control.send(Control::Command(sensor_id, command));
     }
@@ -223,6 +229,9 @@ pub struct SensorStatus {
     pub clock_offset_ms: Option<f64>,
     /// Estimated drift of its clock, in parts per million.
     pub clock_drift_ppm: Option<f64>,
+    /// Bound on the error of the offset estimate: half the shortest clock-ping round trip
+    /// (the most the one-way delays can differ), in milliseconds.
+    pub clock_error_ms: Option<f64>,
     /// Battery charge in percent, as last reported.
     pub battery_pct: Option<f32>,
     /// Commands waiting for it.
@@ -276,7 +285,6 @@ struct HubState {
     totals: HubTotals,
     started: Instant,
     stale_after: Duration,
-    next_command_id: u64,
     next_ping_id: u32,
     ingest: VecDeque<u64>,
     stored_at_last_second: u64,
@@ -286,8 +294,6 @@ struct HubState {
 impl HubState {
     fn new(server: Server, ops: Sender<WriteOp>, stale_after: Duration) -> Self {
         let now = Instant::now();
-        // Command ids are unique across hub restarts: they start from the wall clock.
-        let next_command_id = (unix_micros() as u64) << 8;
         Self {
             server,
             ops,
@@ -297,7 +303,6 @@ impl HubState {
             totals: HubTotals::default(),
             started: now,
             stale_after,
-            next_command_id,
             next_ping_id: 0,
             ingest: VecDeque::new(),
             stored_at_last_second: 0,
@@ -308,7 +313,7 @@ impl HubState {
     async fn run(
         mut self,
         mut control: mpsc::UnboundedReceiver<Control>,
-        mut results: mpsc::UnboundedReceiver<Result<Committed, String>>,
+        mut results: mpsc::UnboundedReceiver<Report>,
     ) -> HubStatus {
         let mut events = Vec::with_capacity(EVENT_BATCH);
         let mut tick = tokio::time::interval(TICK);
@@ -323,9 +328,11 @@ impl HubState {
                         self.handle_event(event);
                     }
                 }
-                Some(result) = results.recv() => self.handle_commit(result),
+                Some(report) = results.recv() => self.handle_report(report),
                 command = control.recv() => match command {
-                    Some(Control::Command(sensor_id, command)) => self.queue_command(sensor_id, command),
+                    Some(Control::Command(sensor_id, command)) => {
+                        let _ = self.ops.send(WriteOp::QueueCommand(sensor_id, command));
+                    }
                     Some(Control::Status(reply)) => {
                         let _ = reply.send(self.status());
                     }
@@ -432,7 +439,12 @@ impl HubState {
             Uplink::CommandAck { command_id } => {
                 let before = sensor.pending.len();
                 sensor.pending.retain(|(id, _)| *id != command_id);
-                self.totals.commands_acked += (before - sensor.pending.len()) as u64;
+                if sensor.pending.len() < before {
+                    self.totals.commands_acked += 1;
+                    let _ = self
+                        .ops
+                        .send(WriteOp::CommandAcked(command_id, received_us));
+                }
             }
             Uplink::Sleeping { wake_in_ms } => {
                 sensor.asleep_until = Some(now + Duration::from_millis(wake_in_ms));
@@ -487,15 +499,22 @@ impl HubState {
         }
     }
 
-    fn handle_commit(&mut self, result: Result<Committed, String>) {
-        let committed = match result {
-            Ok(committed) => committed,
-            Err(error) => {
+    fn handle_report(&mut self, report: Report) {
+        match report {
+            Report::Committed(committed) => self.handle_commit(committed),
+            Report::Failed(error) => {
                 self.totals.db_errors += 1;
                 self.totals.last_db_error = Some(error);
-                return;
             }
-        };
+            Report::Commands(commands) => {
+                for command in commands {
+                    self.hold_command(command);
+                }
+            }
+        }
+    }
+
+    fn handle_commit(&mut self, committed: Committed) {
         self.totals.commits += 1;
         self.totals.commit_ms_max = self
             .totals
@@ -582,10 +601,19 @@ impl HubState {
         sensor.next_ping = Some(now + interval);
     }
 
-    fn queue_command(&mut self, sensor_id: u32, command: Command) {
-        self.next_command_id += 1;
-        let command_id = self.next_command_id;
+    /// Holds a command from the database until its sensor acknowledges it; sends it now if
+    /// the sensor is awake.
+    fn hold_command(&mut self, stored: StoredCommand) {
+        let StoredCommand {
+            command_id,
+            sensor_id,
+            command,
+            ..
+        } = stored;
         let sensor = self.sensors.entry(sensor_id).or_default();
+        if sensor.pending.iter().any(|&(id, _)| id == command_id) {
+            return;
+        }
         sensor.pending.push_back((command_id, command));
         if let Some(connection) = sensor.connection {
             send(
@@ -665,6 +693,7 @@ impl HubState {
                 rtt_ms,
                 clock_offset_ms: s.clock.offset_at(now_us).map(|o| o / 1000.0),
                 clock_drift_ppm: s.clock.drift_ppm(),
+                clock_error_ms: s.clock.min_rtt_us().map(|r| r as f64 / 2000.0),
                 battery_pct: s.battery_pct,
                 pending_commands: s.pending.len(),
             });
@@ -687,16 +716,18 @@ fn store_readings(
     readings: &[Reading],
     received_us: i64,
 ) {
-    for r in readings {
-        let _ = ops.send(WriteOp::Reading(ReadingRow {
+    let rows = readings
+        .iter()
+        .map(|r| ReadingRow {
             sensor_id,
             seq: r.seq,
             device_ts: r.device_ts_us,
             corrected_ts: correct(sensor, r.device_ts_us),
             received_ts: received_us,
             value: r.value,
-        }));
-    }
+        })
+        .collect();
+    let _ = ops.send(WriteOp::Readings(rows));
 }
 
 fn store_alert(

@@ -16,8 +16,8 @@
 //!   declared lost back into its backlog, and the database keeps each `(sensor, seq)` once.
 //! - **Timestamps are corrected.** Each sensor's clock has an offset and a drift; the hub
 //!   estimates both from NTP-style pings and stores the device, corrected and receive times.
-//! - **Sleepy sensors get their commands.** Commands wait on the hub until the sensor wakes
-//!   and acknowledges them.
+//! - **Sleepy sensors get their commands.** Commands wait in the hub's database (so across
+//!   hub restarts) until the sensor wakes and acknowledges them.
 //!
 //! ## Layout
 //!
@@ -26,13 +26,15 @@
 //! | [`protocol`] | the messages, the channels they use, the driver configurations |
 //! | [`clock`] | wall clock, simulated device clocks, the hub's offset and drift estimate |
 //! | [`store`] | the SQLite database: schema, batched writes, queries, export |
-//! | `writer` | the hub's database thread: transactions every 50 ms, commit reports |
+//! | `writer` | the hub's database thread: transactions every 50 ms, commit reports, the command queue |
 //! | [`hub`] | [`Hub`]: the server, per-sensor state, commands, clock pings, status |
+//! | [`dashboard`] | [`Dashboard`]: the hub's live terminal view, drawn from a [`HubStatus`] |
 //! | `signal` | what each kind of sensor measures, and its alert threshold |
 //! | [`sensor`] | [`run_fleet`]: sensors with backlog, outbox, backoff and sleep |
 //! | [`summary`] | [`RunSummary`]: what was sent, judged against what was stored |
 
 pub mod clock;
+pub mod dashboard;
 pub mod hub;
 pub mod protocol;
 pub mod sensor;
@@ -41,6 +43,7 @@ pub mod store;
 pub mod summary;
 mod writer;
 
+pub use dashboard::Dashboard;
 pub use hub::{Hub, HubConfig, HubError, HubStatus};
 pub use sensor::{run_fleet, FleetConfig, FleetReport, SensorReport};
 pub use store::{Store, StoreError};

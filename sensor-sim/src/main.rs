@@ -1,14 +1,16 @@
 //! `sensor-sim`: thousands of simulated sensors reporting to a hub over Tickwire.
 //! See `sensor-sim --help` and the README.
 
+use std::io::IsTerminal;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use sensor_sim::protocol::Command as SensorCommand;
 use sensor_sim::store::{ExportFormat, ExportQuery};
-use sensor_sim::{run_fleet, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
+use sensor_sim::{run_fleet, Dashboard, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
 use tickwire::sim::LinkConfig;
 use tickwire::Client;
 
@@ -24,11 +26,11 @@ use tickwire::Client;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Commands,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum Commands {
     /// Run the hub: accept sensors, store readings and alerts in SQLite, show their state.
     Hub(HubArgs),
     /// Run simulated sensors against a hub; prints a summary at the end.
@@ -37,6 +39,48 @@ enum Command {
     Run(RunArgs),
     /// Print what a hub stored, as CSV or JSON lines.
     Query(QueryArgs),
+    /// Queue a command for a sensor (change its rate or sleep interval), or list commands.
+    ///
+    /// The command goes into the hub's database, so it is held even while no hub runs or the
+    /// sensor sleeps; a running hub on that data directory picks it up within 200 ms, sends it
+    /// reliably when the sensor is awake, and records the sensor's acknowledgement.
+    #[command(
+        after_help = "Examples:\n  sensor-sim command --data-dir ./hub-data --sensor 7 set-rate 5\n  \
+                      sensor-sim command --data-dir ./hub-data --sensor 7 --wait-s 30 set-sleep-interval 60\n  \
+                      sensor-sim command --data-dir ./hub-data list"
+    )]
+    Command(CommandArgs),
+}
+
+#[derive(clap::Args)]
+struct CommandArgs {
+    /// The hub's data directory (the database must exist: start the hub once first).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The sensor the command is for (with `list`: only its commands).
+    #[arg(long)]
+    sensor: Option<u32>,
+    /// Wait up to this many seconds for the sensor to acknowledge the command (0: do not wait).
+    #[arg(long, default_value_t = 0.0)]
+    wait_s: f64,
+    #[command(subcommand)]
+    action: CommandAction,
+}
+
+#[derive(Subcommand)]
+enum CommandAction {
+    /// Sample at HZ samples per second.
+    SetRate {
+        /// Samples per second (above 0, at most 10000).
+        hz: f64,
+    },
+    /// Sleepy sensors: sleep SECONDS between wakes.
+    SetSleepInterval {
+        /// Seconds between wakes (0.1 to 86400).
+        seconds: f64,
+    },
+    /// List the commands in the database, pending and acknowledged.
+    List,
 }
 
 #[derive(clap::Args)]
@@ -93,6 +137,25 @@ struct FleetArgs {
     /// Simulated one-way latency on each sensor's socket, in milliseconds.
     #[arg(long, default_value_t = 0)]
     lag_ms: u64,
+    /// Simulated duplication on each sensor's socket, in percent of datagrams, each way.
+    #[arg(long, default_value_t = 0.0)]
+    duplicate: f64,
+    /// Simulated reordering: this percent of datagrams is held back by --reorder-ms.
+    #[arg(long, default_value_t = 0.0)]
+    reorder: f64,
+    /// How long a reordered datagram is held back, in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    reorder_ms: u64,
+    /// Also raise an alert on this fraction (0 to 1) of readings, at random (load tests).
+    #[arg(long, default_value_t = 0.0)]
+    alert_fraction: f64,
+    /// Fraction of sensors (0 to 1) offline at the start: they sample into their backlog and
+    /// all connect together after --offline-s.
+    #[arg(long, default_value_t = 0.0)]
+    offline_fraction: f64,
+    /// Seconds the offline sensors stay offline.
+    #[arg(long, default_value_t = 0.0)]
+    offline_s: f64,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -194,10 +257,11 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Hub(args) => hub(args).await,
-            Command::Sensors(args) => sensors(args).await,
-            Command::Run(args) => run(args).await,
-            Command::Query(args) => query(&args),
+            Commands::Hub(args) => hub(args).await,
+            Commands::Sensors(args) => sensors(args).await,
+            Commands::Run(args) => run(args).await,
+            Commands::Query(args) => query(&args),
+            Commands::Command(args) => command(&args).await,
         }
     });
     match result {
@@ -213,11 +277,14 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     if args.transport != HubTransport::Native {
         return Err(quic_unavailable());
     }
-    if !args.headless {
-        eprintln!(
-            "note: the live dashboard is not built yet; running headless (status on stderr, \
-             JSON summary on stdout at Ctrl-C)"
-        );
+    if !args.headless && !std::io::stdout().is_terminal() {
+        return Err(Failure {
+            message: "the live dashboard needs a terminal, but stdout is not one (a pipe, a file \
+                      or a service): add --headless for a status line each second on stderr and \
+                      a JSON summary on stdout at Ctrl-C or SIGTERM"
+                .into(),
+            code: 2,
+        });
     }
     let config = HubConfig {
         bind: args.bind,
@@ -225,10 +292,15 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
         ..HubConfig::default()
     };
     let hub = Hub::start(config).await?;
+    let database = args.data_dir.join(sensor_sim::store::DB_FILE);
+    if !args.headless {
+        dashboard(&hub, &database).await?;
+        return print_hub_summary(&hub.shutdown().await);
+    }
     eprintln!(
         "hub listening on {} (udp), database {}",
         hub.local_addr(),
-        args.data_dir.join(sensor_sim::store::DB_FILE).display()
+        database.display()
     );
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     every_second.tick().await;
@@ -245,7 +317,11 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
         }
     }
     eprintln!("stopping: committing what is pending");
-    let status = hub.shutdown().await;
+    print_hub_summary(&hub.shutdown().await)
+}
+
+/// The JSON summary the hub prints when it stops.
+fn print_hub_summary(status: &HubStatus) -> Result<(), Failure> {
     let summary = serde_json::json!({
         "uptime_s": (status.uptime_s * 10.0).round() / 10.0,
         "totals": status.totals,
@@ -254,6 +330,61 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// Runs the live dashboard until q, Esc, Ctrl-C or SIGTERM; the terminal is restored after.
+async fn dashboard(hub: &Hub, database: &std::path::Path) -> Result<(), Failure> {
+    let terminal_failed = |e: std::io::Error| {
+        Failure::new(format!(
+            "cannot drive the terminal ({e}): run with --headless instead"
+        ))
+    };
+    // try_init also installs a panic hook that restores the terminal.
+    let mut terminal = ratatui::try_init().map_err(terminal_failed)?;
+    let result = dashboard_loop(hub, database, &mut terminal).await;
+    ratatui::restore();
+    eprintln!("stopping: committing what is pending");
+    result.map_err(terminal_failed)
+}
+
+async fn dashboard_loop(
+    hub: &Hub,
+    database: &std::path::Path,
+    terminal: &mut ratatui::DefaultTerminal,
+) -> std::io::Result<()> {
+    use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    let mut view = Dashboard {
+        listen: hub.local_addr().to_string(),
+        database: database.display().to_string(),
+        status: HubStatus::default(),
+    };
+    let mut redraw = tokio::time::interval(DASHBOARD_REFRESH);
+    redraw.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = redraw.tick() => {}
+            () = &mut stop => return Ok(()),
+        }
+        // Raw mode turns Ctrl-C into a key press: read keys without blocking the runtime.
+        while event::poll(Duration::ZERO)? {
+            if let Event::Key(key) = event::read()? {
+                let ctrl_c =
+                    key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
+                if key.kind == KeyEventKind::Press
+                    && (ctrl_c || matches!(key.code, KeyCode::Char('q') | KeyCode::Esc))
+                {
+                    return Ok(());
+                }
+            }
+        }
+        match hub.status().await {
+            Some(status) => view.status = status,
+            None => return Ok(()),
+        }
+        terminal.draw(|frame| view.render(frame))?;
+    }
 }
 
 async fn sensors(args: SensorsArgs) -> Result<(), Failure> {
@@ -360,6 +491,110 @@ fn query(args: &QueryArgs) -> Result<(), Failure> {
     }
 }
 
+async fn command(args: &CommandArgs) -> Result<(), Failure> {
+    let store = Store::open_existing(&args.data_dir)?;
+    let command = match args.action {
+        CommandAction::List => return list_commands(&store, args.sensor),
+        CommandAction::SetRate { hz } => {
+            if !(hz > 0.0 && hz <= 10_000.0) {
+                return Err(Failure::new(format!(
+                    "set-rate {hz}: give a rate above 0 and at most 10000 samples per second"
+                )));
+            }
+            SensorCommand::SetRate {
+                rate_millihz: (hz * 1000.0).round().max(1.0) as u32,
+            }
+        }
+        CommandAction::SetSleepInterval { seconds } => {
+            if !(0.1..=86_400.0).contains(&seconds) {
+                return Err(Failure::new(format!(
+                    "set-sleep-interval {seconds}: give 0.1 to 86400 seconds"
+                )));
+            }
+            SensorCommand::SetSleepInterval {
+                interval_ms: (seconds * 1000.0).round() as u64,
+            }
+        }
+    };
+    let Some(sensor) = args.sensor else {
+        return Err(Failure::new(
+            "say which sensor the command is for: --sensor ID (see `sensor-sim command --data-dir DIR list`)",
+        ));
+    };
+    if !(0.0..=86_400.0).contains(&args.wait_s) {
+        return Err(Failure::new("--wait-s must be between 0 and 86400"));
+    }
+    let id = store.queue_command(sensor, command, sensor_sim::clock::unix_micros())?;
+    eprintln!(
+        "queued command {id} for sensor {sensor}: {}",
+        describe_command(command)
+    );
+    if args.wait_s == 0.0 {
+        eprintln!(
+            "a hub on {} sends it when the sensor is awake; check with: sensor-sim command --data-dir {} --sensor {sensor} list",
+            args.data_dir.display(),
+            args.data_dir.display()
+        );
+        return Ok(());
+    }
+    eprintln!(
+        "waiting up to {} s for sensor {sensor} to acknowledge it",
+        args.wait_s
+    );
+    let deadline = Instant::now() + Duration::from_secs_f64(args.wait_s);
+    loop {
+        if let Some(stored) = store.command(id)? {
+            if let Some(acked) = stored.acked_ts {
+                let after = (acked - stored.queued_ts) as f64 / 1e6;
+                println!("command {id} acknowledged by sensor {sensor} after {after:.1} s");
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Failure {
+                message: format!(
+                    "command {id} not acknowledged within {} s: sensor {sensor} has not been awake \
+                     on a hub using {} since. It stays queued and is sent when the sensor next \
+                     connects; is the hub running (sensor-sim hub --data-dir {})?",
+                    args.wait_s,
+                    args.data_dir.display(),
+                    args.data_dir.display()
+                ),
+                code: 3,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn list_commands(store: &Store, sensor: Option<u32>) -> Result<(), Failure> {
+    let commands = store.commands(sensor)?;
+    println!("id,sensor_id,command,queued_ts,acked_ts");
+    for c in commands {
+        println!(
+            "{},{},{},{},{}",
+            c.command_id,
+            c.sensor_id,
+            describe_command(c.command),
+            c.queued_ts,
+            c.acked_ts
+                .map_or_else(|| "pending".to_string(), |t| t.to_string())
+        );
+    }
+    Ok(())
+}
+
+fn describe_command(command: SensorCommand) -> String {
+    match command {
+        SensorCommand::SetRate { rate_millihz } => {
+            format!("set-rate {} Hz", f64::from(rate_millihz) / 1000.0)
+        }
+        SensorCommand::SetSleepInterval { interval_ms } => {
+            format!("set-sleep-interval {} s", interval_ms as f64 / 1000.0)
+        }
+    }
+}
+
 fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetConfig, Failure> {
     if !(0.0..=100.0).contains(&args.loss) {
         return Err(Failure::new(format!(
@@ -387,9 +622,38 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
     if count == 0 {
         return Err(Failure::new("give at least one sensor"));
     }
-    let link = (args.loss > 0.0 || args.lag_ms > 0).then(|| LinkConfig {
+    for (name, pct) in [("--duplicate", args.duplicate), ("--reorder", args.reorder)] {
+        if !(0.0..=100.0).contains(&pct) {
+            return Err(Failure::new(format!(
+                "{name} {pct} is not a percentage: give a value from 0 to 100"
+            )));
+        }
+    }
+    for (name, fraction) in [
+        ("--alert-fraction", args.alert_fraction),
+        ("--offline-fraction", args.offline_fraction),
+    ] {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(Failure::new(format!(
+                "{name} {fraction} is not a fraction: give a value from 0 to 1"
+            )));
+        }
+    }
+    if !(0.0..=86_400.0).contains(&args.offline_s) {
+        return Err(Failure::new("--offline-s must be between 0 and 86400"));
+    }
+    if args.lag_ms > 10_000 || args.reorder_ms > 10_000 {
+        return Err(Failure::new(
+            "--lag-ms and --reorder-ms must be at most 10000",
+        ));
+    }
+    let impaired = args.loss > 0.0 || args.lag_ms > 0 || args.duplicate > 0.0 || args.reorder > 0.0;
+    let link = impaired.then(|| LinkConfig {
         loss: args.loss / 100.0,
         latency: Duration::from_millis(args.lag_ms),
+        duplicate: args.duplicate / 100.0,
+        reorder: args.reorder / 100.0,
+        reorder_delay: Duration::from_millis(args.reorder_ms),
         ..LinkConfig::default()
     });
     Ok(FleetConfig {
@@ -400,6 +664,9 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
         duration: Duration::from_secs_f64(args.duration_s),
         seed: args.seed,
         link,
+        alert_fraction: args.alert_fraction,
+        offline_fraction: args.offline_fraction,
+        offline_for: Duration::from_secs_f64(args.offline_s),
         ..FleetConfig::new(hub)
     })
 }
@@ -415,16 +682,17 @@ fn resolve(hub: &str) -> Result<SocketAddr, Failure> {
         .ok_or_else(|| Failure::new(format!("'{hub}' resolves to no address")))
 }
 
-/// Waits until the hub's database stops growing (its writer commits every 50 ms), at most 5 s.
+/// Waits until the hub's database has stopped growing for 3 s, at most 20 s: the writer commits
+/// every 50 ms when it has rows, but the hub holds a reconnected sensor's readings for up to 2 s
+/// until it has estimated the sensor's clock (and a busy machine stalls it further).
 async fn settle(store: &Store) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let mut last = store.totals().ok();
-    while Instant::now() < deadline {
+    let mut unchanged = 0;
+    while Instant::now() < deadline && unchanged < 15 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let now = store.totals().ok();
-        if now == last {
-            return;
-        }
+        unchanged = if now == last { unchanged + 1 } else { 0 };
         last = now;
     }
 }
@@ -490,6 +758,9 @@ fn parse_since(text: &str) -> Result<i64, Failure> {
     };
     Ok(sensor_sim::clock::unix_micros() - (seconds * 1e6) as i64)
 }
+
+/// How often the dashboard redraws.
+const DASHBOARD_REFRESH: Duration = Duration::from_millis(500);
 
 fn quic_unavailable() -> Failure {
     Failure {

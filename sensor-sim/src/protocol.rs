@@ -27,6 +27,13 @@ pub const ALERTS: ChannelId = ChannelId(3);
 /// Most readings in one [`Uplink::Readings`] message, so that a batch fits one datagram.
 pub const MAX_BATCH: usize = 40;
 
+/// Longest either side holds an acknowledgement back (both sides must agree: each adds it to
+/// its retransmission timeout). A sensor at 10 Hz sends a datagram every 100 ms; holding acks
+/// 150 ms lets one acknowledgement cover two of them (the engine acks at once after two), which
+/// halves the hub's sends, its largest cost per reading. Readings are unreliable, so this
+/// delays only the sensor learning that a batch was lost, not the readings themselves.
+pub const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(150);
+
 /// The application's protocol id, checked in the Tickwire handshake ("SENSORSI").
 pub const PROTOCOL_ID: u64 = 0x5345_4e53_4f52_5349;
 
@@ -206,7 +213,8 @@ pub fn channel_layout() -> ChannelLayout {
     layout
 }
 
-/// The hub's driver configuration: room for many sensors, sensor-sim's protocol id and layout.
+/// The hub's driver configuration: room for many sensors, sensor-sim's protocol id and layout,
+/// and acknowledgements held back up to [`MAX_ACK_DELAY`].
 pub fn hub_config() -> DriverConfig {
     let mut config = DriverConfig::server();
     config.endpoint = Config {
@@ -214,6 +222,7 @@ pub fn hub_config() -> DriverConfig {
         channels: channel_layout(),
         max_connections: 100_000,
         idle_timeout: std::time::Duration::from_secs(5),
+        max_ack_delay: MAX_ACK_DELAY,
         ..Config::server()
     };
     config
@@ -229,6 +238,7 @@ pub fn sensor_config() -> DriverConfig {
         idle_timeout: std::time::Duration::from_secs(3),
         ack_timeout: std::time::Duration::from_secs(5),
         handshake_timeout: std::time::Duration::from_secs(2),
+        max_ack_delay: MAX_ACK_DELAY,
         ..Config::client()
     };
     config.socket_buffer_bytes = 256 * 1024;

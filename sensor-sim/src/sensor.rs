@@ -53,6 +53,14 @@ pub struct FleetConfig {
     pub max_clock_offset: Duration,
     /// Largest clock drift drawn, in either direction, in parts per million. Default 50.
     pub max_drift_ppm: f64,
+    /// Besides threshold crossings, raise an alert on this fraction (0..=1) of readings,
+    /// picked at random: for load tests (workload H2 wants alerts on 1 %). Default 0.
+    pub alert_fraction: f64,
+    /// Fraction of sensors (0..=1, the last ids) that are offline at the start: they sample
+    /// into their backlog and first connect, all together, after `offline_for`. Default 0.
+    pub offline_fraction: f64,
+    /// How long the offline sensors stay offline. Default 0.
+    pub offline_for: Duration,
 }
 
 impl FleetConfig {
@@ -71,6 +79,9 @@ impl FleetConfig {
             link: None,
             max_clock_offset: Duration::from_secs(5),
             max_drift_ppm: 50.0,
+            alert_fraction: 0.0,
+            offline_fraction: 0.0,
+            offline_for: Duration::ZERO,
         }
     }
 
@@ -133,9 +144,12 @@ pub async fn run_fleet(config: FleetConfig) -> FleetReport {
     let mut tasks = Vec::with_capacity(config.count as usize);
     let sleepy_count =
         (f64::from(config.count) * config.sleepy_fraction.clamp(0.0, 1.0)).round() as u32;
+    let offline_count =
+        (f64::from(config.count) * config.offline_fraction.clamp(0.0, 1.0)).round() as u32;
     for (index, sensor_id) in config.ids().enumerate() {
         let sleepy = (index as u32) < sleepy_count;
-        let sensor = Sensor::new(&config, sensor_id, sleepy, origin_us);
+        let mut sensor = Sensor::new(&config, sensor_id, sleepy, origin_us);
+        sensor.offline = (index as u32) >= config.count - offline_count;
         tasks.push(tokio::spawn(sensor.run(config.clone())));
     }
     let mut sensors = Vec::with_capacity(tasks.len());
@@ -191,6 +205,11 @@ struct Sensor {
     sessions: u64,
     connect_failures: u64,
     datagrams_sent_before: u64,
+    /// Offline at the start for `FleetConfig::offline_for`.
+    offline: bool,
+    /// Sampling has started.
+    powered: bool,
+    alert_fraction: f64,
 }
 
 impl Sensor {
@@ -238,6 +257,9 @@ impl Sensor {
             sessions: 0,
             connect_failures: 0,
             datagrams_sent_before: 0,
+            offline: false,
+            powered: false,
+            alert_fraction: config.alert_fraction.clamp(0.0, 1.0),
             rng,
         }
     }
@@ -253,12 +275,17 @@ impl Sensor {
             Duration::from_millis(500).mul_f64(self.rng.random::<f64>())
         };
         let mut wake_at = Instant::now() + first;
-        if !self.sleepy {
-            // An awake sensor powers on when it first connects; a sleepy one samples from the
-            // start and reports at its first wake.
-            tokio::time::sleep_until(wake_at).await;
+        if self.offline {
+            // Sample from the start, connect only when the outage ends, all at once.
             self.power_on(config.duration, config.drain_timeout);
+            wake_at = self.start + config.offline_for;
+            self.stop_at = self.stop_at.max(wake_at);
+            self.drain_until = self.stop_at + config.drain_timeout;
+        } else if self.sleepy {
+            // A sleepy sensor samples from the start and reports at its first wake.
+            self.powered = true;
         }
+        // An awake sensor powers on (starts sampling) once its first connection is up.
         let mut failures = 0u32;
         loop {
             let now = Instant::now();
@@ -282,6 +309,9 @@ impl Sensor {
                     continue;
                 }
             };
+            if !self.powered {
+                self.power_on(config.duration, config.drain_timeout);
+            }
             failures = 0;
             self.sessions += 1;
             self.datagrams_sent_before = 0;
@@ -332,6 +362,7 @@ impl Sensor {
 
     /// Starts the sampling schedule (and the run's end) now.
     fn power_on(&mut self, duration: Duration, drain_timeout: Duration) {
+        self.powered = true;
         self.start = Instant::now();
         self.start_us = unix_micros();
         self.next_sample = self.start;
@@ -434,13 +465,19 @@ impl Sensor {
 
     /// Takes every sample due by `now` (and before the end of the run) into the backlog.
     fn take_samples(&mut self, now: Instant) {
+        if !self.powered {
+            return;
+        }
         let period = Duration::from_secs_f64(1.0 / self.rate_hz.max(0.001));
         let until = now.min(self.stop_at);
         while self.next_sample <= until {
             let at = self.next_sample;
             let true_us = self.start_us + (at - self.start).as_micros() as i64;
             let t = (at - self.start).as_secs_f64();
-            let (value, crossed) = self.signal.sample(t, &mut self.rng);
+            let (value, mut crossed) = self.signal.sample(t, &mut self.rng);
+            if self.alert_fraction > 0.0 {
+                crossed |= self.rng.random::<f64>() < self.alert_fraction;
+            }
             let reading = Reading {
                 seq: self.next_seq,
                 device_ts_us: self.clock.device_at(true_us),
@@ -554,7 +591,9 @@ impl Sensor {
     fn ticker(&self) -> tokio::time::Interval {
         let start = self.next_sample.max(Instant::now());
         let mut tick = tokio::time::interval_at(start, self.tick_period());
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Skip, not Delay: a late tick must not shift every later one, or readings would
+        // wait up to a sampling period for a tick that drifted behind the schedule.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tick
     }
 

@@ -4,6 +4,13 @@
 //! reading or alert sent twice is stored once (`INSERT OR IGNORE`). Timestamps are integers in
 //! microseconds since the Unix epoch: `device_ts` by the sensor's clock, `corrected_ts` the
 //! hub's estimate of the true time, `received_ts` by the hub's clock.
+//!
+//! Commands for sensors live in the `commands` table from the moment they are queued (by the
+//! hub's API or by `sensor-sim command`, even while no hub runs) until a sensor acknowledges
+//! them (`acked_ts`), so a command held for a sleeping sensor survives a hub restart.
+//!
+//! Schema versions: 1 had readings and alerts; 2 adds `commands` (a version-1 database is
+//! upgraded in place when the hub opens it).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -13,11 +20,13 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::protocol::Command;
+
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite3";
 
 /// The schema this build writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// A stored reading.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -103,6 +112,21 @@ pub enum StoreError {
     },
 }
 
+/// A command in the database.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct StoredCommand {
+    /// Its id, unique in this database (and so across hub restarts).
+    pub command_id: u64,
+    /// The sensor it is for.
+    pub sensor_id: u32,
+    /// What to change.
+    pub command: Command,
+    /// When it was queued (µs since the epoch).
+    pub queued_ts: i64,
+    /// When the sensor acknowledged it (µs since the epoch); `None` while pending.
+    pub acked_ts: Option<i64>,
+}
+
 /// The hub's database.
 pub struct Store {
     conn: Connection,
@@ -127,17 +151,18 @@ impl Store {
             source,
         };
         let conn = Connection::open(&path).map_err(sql)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(sql)?;
         let store = Self {
             conn,
             path: path.clone(),
         };
-        store.check_version()?;
+        let found = store.check_version()?;
         store
             .conn
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
-                 PRAGMA busy_timeout = 5000;
                  CREATE TABLE IF NOT EXISTS readings (
                      sensor_id INTEGER NOT NULL,
                      seq INTEGER NOT NULL,
@@ -157,14 +182,36 @@ impl Store {
                      value REAL NOT NULL,
                      threshold REAL NOT NULL,
                      UNIQUE (sensor_id, alert_id)
-                 );",
+                 );
+                 CREATE TABLE IF NOT EXISTS commands (
+                     id INTEGER PRIMARY KEY AUTOINCREMENT,
+                     sensor_id INTEGER NOT NULL,
+                     command TEXT NOT NULL,
+                     queued_ts INTEGER NOT NULL,
+                     acked_ts INTEGER
+                 );
+                 CREATE INDEX IF NOT EXISTS commands_pending ON commands (id)
+                     WHERE acked_ts IS NULL;",
             )
             .map_err(sql)?;
-        store
-            .conn
-            .pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql)?;
+        if found != SCHEMA_VERSION {
+            store
+                .conn
+                .pragma_update(None, "user_version", SCHEMA_VERSION)
+                .map_err(sql)?;
+        }
         Ok(store)
+    }
+
+    /// Opens the database in `dir` for writing, refusing to create one: for tools that add to
+    /// a hub's database (`sensor-sim command`), where a new empty database would mean a typo.
+    pub fn open_existing(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.join(DB_FILE).exists() {
+            return Err(StoreError::Missing {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Self::open(dir)
     }
 
     /// Opens an existing database read-only (for queries and summaries while a hub writes).
@@ -255,6 +302,64 @@ impl Store {
         }
         tx.commit().map_err(sql)?;
         Ok(written)
+    }
+
+    /// Queues a command for a sensor; the hub picks it up within a fraction of a second (or
+    /// when it next starts) and holds it until the sensor acknowledges it. Returns its id.
+    pub fn queue_command(
+        &self,
+        sensor_id: u32,
+        command: Command,
+        queued_ts: i64,
+    ) -> Result<u64, StoreError> {
+        let text = command_text(command);
+        self.sql(self.conn.execute(
+            "INSERT INTO commands (sensor_id, command, queued_ts) VALUES (?1, ?2, ?3)",
+            params![sensor_id, text, queued_ts],
+        ))?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Commands not acknowledged yet with an id above `after`, oldest first.
+    pub fn pending_commands(&self, after: u64) -> Result<Vec<StoredCommand>, StoreError> {
+        self.commands_where("acked_ts IS NULL AND id > ?1", after as i64)
+    }
+
+    /// Every command for `sensor` (or for all sensors), oldest first.
+    pub fn commands(&self, sensor: Option<u32>) -> Result<Vec<StoredCommand>, StoreError> {
+        match sensor {
+            Some(id) => self.commands_where("sensor_id = ?1", i64::from(id)),
+            None => self.commands_where("?1 IS NOT NULL", 0),
+        }
+    }
+
+    /// One command, if it exists.
+    pub fn command(&self, command_id: u64) -> Result<Option<StoredCommand>, StoreError> {
+        Ok(self
+            .commands_where("id = ?1", command_id as i64)?
+            .into_iter()
+            .next())
+    }
+
+    /// Records that sensors acknowledged these commands: `(command_id, acked_ts)`.
+    pub fn acknowledge_commands(&mut self, acks: &[(u64, i64)]) -> Result<(), StoreError> {
+        let path = self.path.clone();
+        let sql = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut update = tx
+                .prepare_cached(
+                    "UPDATE commands SET acked_ts = ?2 WHERE id = ?1 AND acked_ts IS NULL",
+                )
+                .map_err(sql)?;
+            for &(id, at) in acks {
+                update.execute(params![id as i64, at]).map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
     }
 
     /// The largest sensor id stored, if any (to pick fresh ids for a new run).
@@ -398,7 +503,39 @@ impl Store {
         Ok(n)
     }
 
-    fn check_version(&self) -> Result<(), StoreError> {
+    fn commands_where(&self, filter: &str, arg: i64) -> Result<Vec<StoredCommand>, StoreError> {
+        let mut stmt = self.sql(self.conn.prepare_cached(&format!(
+            "SELECT id, sensor_id, command, queued_ts, acked_ts FROM commands
+             WHERE {filter} ORDER BY id"
+        )))?;
+        let rows = self.sql(stmt.query_map(params![arg], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, u32>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, i64>(3)?,
+                row.get::<_, Option<i64>>(4)?,
+            ))
+        }))?;
+        let mut commands = Vec::new();
+        for row in rows {
+            let (id, sensor_id, text, queued_ts, acked_ts) = self.sql(row)?;
+            // A row this build cannot read (written by hand) is skipped, not fatal.
+            let Some(command) = parse_command(&text) else {
+                continue;
+            };
+            commands.push(StoredCommand {
+                command_id: id as u64,
+                sensor_id,
+                command,
+                queued_ts,
+                acked_ts,
+            });
+        }
+        Ok(commands)
+    }
+
+    fn check_version(&self) -> Result<i64, StoreError> {
         let found: i64 = self.sql(
             self.conn
                 .pragma_query_value(None, "user_version", |row| row.get(0)),
@@ -409,7 +546,7 @@ impl Store {
                 found,
             });
         }
-        Ok(())
+        Ok(found)
     }
 
     fn sql<T>(&self, result: rusqlite::Result<T>) -> Result<T, StoreError> {
@@ -454,6 +591,27 @@ pub enum ExportError {
     /// A row could not be turned into JSON.
     #[error("could not encode a row as JSON: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+/// A command as stored: `set-rate <millihertz>` or `set-sleep-interval <milliseconds>`.
+fn command_text(command: Command) -> String {
+    match command {
+        Command::SetRate { rate_millihz } => format!("set-rate {rate_millihz}"),
+        Command::SetSleepInterval { interval_ms } => format!("set-sleep-interval {interval_ms}"),
+    }
+}
+
+fn parse_command(text: &str) -> Option<Command> {
+    let (name, value) = text.split_once(' ')?;
+    match name {
+        "set-rate" => Some(Command::SetRate {
+            rate_millihz: value.parse().ok()?,
+        }),
+        "set-sleep-interval" => Some(Command::SetSleepInterval {
+            interval_ms: value.parse().ok()?,
+        }),
+        _ => None,
+    }
 }
 
 fn reading_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReadingRow> {
@@ -514,6 +672,51 @@ mod tests {
             Store::open(&dir),
             Err(StoreError::NewerSchema { found, .. }) if found == SCHEMA_VERSION + 1
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn commands_wait_until_acknowledged() {
+        let dir = temp_dir("commands");
+        let mut store = Store::open(&dir).unwrap();
+        assert!(matches!(
+            Store::open_existing(&temp_dir("commands-missing")),
+            Err(StoreError::Missing { .. })
+        ));
+        let rate = Command::SetRate { rate_millihz: 500 };
+        let sleep = Command::SetSleepInterval { interval_ms: 9000 };
+        let a = store.queue_command(3, rate, 10).unwrap();
+        let b = store.queue_command(4, sleep, 11).unwrap();
+        let pending = store.pending_commands(0).unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!((pending[0].command_id, pending[0].command), (a, rate));
+        assert_eq!((pending[1].sensor_id, pending[1].command), (4, sleep));
+        assert_eq!(store.pending_commands(a).unwrap().len(), 1);
+        store.acknowledge_commands(&[(a, 20)]).unwrap();
+        drop(store);
+        let store = Store::open_existing(&dir).unwrap();
+        assert_eq!(store.pending_commands(0).unwrap()[0].command_id, b);
+        assert_eq!(store.command(a).unwrap().unwrap().acked_ts, Some(20));
+        assert_eq!(store.commands(Some(4)).unwrap().len(), 1);
+        assert_eq!(store.commands(None).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_version_1_database_is_upgraded() {
+        let dir = temp_dir("v1");
+        drop(Store::open(&dir).unwrap());
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch("DROP TABLE commands; PRAGMA user_version = 1;")
+            .unwrap();
+        drop(conn);
+        let store = Store::open(&dir).unwrap();
+        assert!(store.pending_commands(0).unwrap().is_empty());
+        let version: i64 = store
+            .conn
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -22,3 +22,14 @@ pub async fn start_hub(dir: &std::path::Path) -> Hub {
     .await
     .expect("start the hub")
 }
+
+/// A hub on the given address (to restart one on the port its sensors know), storing into `dir`.
+pub async fn start_hub_at(dir: &std::path::Path, bind: std::net::SocketAddr) -> Hub {
+    Hub::start(HubConfig {
+        bind,
+        data_dir: dir.to_path_buf(),
+        ..HubConfig::default()
+    })
+    .await
+    .expect("start the hub")
+}
