@@ -75,8 +75,12 @@ pub use config::{
     ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, ConfigError, MAX_DATAGRAM_SIZE,
     MAX_MESSAGE_SIZE, MIN_PAYLOAD_BUDGET,
 };
+#[cfg(feature = "quic")]
+pub use driver::QuicError;
 pub use driver::{
-    BindError, ClientError, ClientSetupError, DriverConfig, DriverConfigError, PolledEndpoint,
+    BindError, CertFingerprint, ClientError, ClientSetupError, DriverConfig, DriverConfigError,
+    ParseFingerprintError, ParseTransportError, PolledEndpoint, QuicConfig, ServerCertificate,
+    ServerVerification, Transport, ALPN,
 };
 #[cfg(feature = "tokio")]
 pub use driver::{Client, Server};
