@@ -17,11 +17,12 @@
 //!
 //! Layout: `report.rs` (configs, result types, the pair harness, CPU time, output; its docs state
 //! the contract every peer implements), `baselines.rs` (`raw_udp`, `raw_batched`, `quinn`),
-//! `tickwire_bench.rs` (Tickwire).
+//! `tickwire_bench.rs` (Tickwire), `tickwire_quic_bench.rs` (Tickwire over QUIC).
 
 mod baselines;
 mod report;
 mod tickwire_bench;
+mod tickwire_quic_bench;
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -50,7 +51,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values = ["raw_udp", "raw_batched", "quinn", "tickwire"]
+        default_values = ["raw_udp", "raw_batched", "quinn", "tickwire", "tickwire_quic"]
     )]
     peers: Vec<Peer>,
     /// `SO_RCVBUF` and `SO_SNDBUF` to request for every baseline socket, in bytes (the kernel caps
@@ -248,6 +249,12 @@ fn peer_fns(peer: Peer) -> PeerFns {
             t2: tickwire_bench::t2,
             t3: tickwire_bench::t3,
             t4: tickwire_bench::t4,
+        },
+        Peer::TickwireQuic => PeerFns {
+            t1: tickwire_quic_bench::t1,
+            t2: tickwire_quic_bench::t2,
+            t3: tickwire_quic_bench::t3,
+            t4: tickwire_quic_bench::t4,
         },
     }
 }

@@ -159,11 +159,20 @@ pub(crate) enum Peer {
     /// Tickwire through its tokio UDP driver.
     #[value(name = "tickwire")]
     Tickwire,
+    /// Tickwire's API over its QUIC transport (quinn underneath).
+    #[value(name = "tickwire_quic")]
+    TickwireQuic,
 }
 
 impl Peer {
     /// Every peer, in default run order.
-    pub(crate) const ALL: [Peer; 4] = [Peer::RawUdp, Peer::RawBatched, Peer::Quinn, Peer::Tickwire];
+    pub(crate) const ALL: [Peer; 5] = [
+        Peer::RawUdp,
+        Peer::RawBatched,
+        Peer::Quinn,
+        Peer::Tickwire,
+        Peer::TickwireQuic,
+    ];
 
     /// The JSON key and table label.
     pub(crate) fn name(self) -> &'static str {
@@ -172,6 +181,7 @@ impl Peer {
             Peer::RawBatched => "raw_batched",
             Peer::Quinn => "quinn",
             Peer::Tickwire => "tickwire",
+            Peer::TickwireQuic => "tickwire_quic",
         }
     }
 }

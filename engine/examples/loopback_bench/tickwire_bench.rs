@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use tickwire::{ChannelId, Client, ConnectionId, DriverConfig, Event, Server};
+use tickwire::{ChannelId, Client, ConnectionId, DriverConfig, Event, Server, Transport};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::report::{
@@ -26,12 +26,20 @@ const FLOOD_BATCH: usize = 64;
 
 /// Ping-pong of 64-byte unreliable messages.
 pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
+    t1_over(cfg, Transport::Native)
+}
+
+/// [`t1`] over `transport` (the `tickwire_quic` peer runs it over QUIC).
+pub(crate) fn t1_over(
+    cfg: &T1Config,
+    transport: Transport,
+) -> Result<Option<T1Result>, BenchError> {
     let (msg_len, warmup, round_trips) = (cfg.msg_len, cfg.warmup, cfg.round_trips);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, transport).await?;
             side.ready().await?;
             side.finish();
             side.until_stopped(echo(&mut server))
@@ -39,7 +47,7 @@ pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
                 .unwrap_or(Ok(()))
         },
         move |side| async move {
-            let mut client = connect(&side, buffer).await?;
+            let mut client = connect(&side, buffer, transport).await?;
             side.ready().await?;
             let msg = message(msg_len, 0);
             let pings = async {
@@ -69,12 +77,20 @@ pub(crate) fn t1(cfg: &T1Config) -> Result<Option<T1Result>, BenchError> {
 /// Unreliable flood: the client queues 64-byte messages as fast as the driver takes them
 /// (waiting for room when the send buffer is full); many are packed per datagram.
 pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
+    t2_over(cfg, Transport::Native)
+}
+
+/// [`t2`] over `transport` (the `tickwire_quic` peer runs it over QUIC).
+pub(crate) fn t2_over(
+    cfg: &T2Config,
+    transport: Transport,
+) -> Result<Option<T2Result>, BenchError> {
     let (msg_len, duration, drain_idle) = (cfg.msg_len, cfg.duration, cfg.drain_idle);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, transport).await?;
             let opened = side.ready().await?;
             let mut delivered = 0u64;
             let mut last = opened;
@@ -94,7 +110,7 @@ pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
             Ok((delivered, last.saturating_duration_since(opened)))
         },
         move |side| async move {
-            let client = connect(&side, buffer).await?;
+            let client = connect(&side, buffer, transport).await?;
             let opened = side.ready().await?;
             let msg = message(msg_len, 0);
             let flood = async {
@@ -129,12 +145,20 @@ pub(crate) fn t2(cfg: &T2Config) -> Result<Option<T2Result>, BenchError> {
 
 /// Reliable-ordered bulk transfer in 1 KiB messages; the server checks the order.
 pub(crate) fn t3(cfg: &T3Config) -> Result<Option<T3Result>, BenchError> {
+    t3_over(cfg, Transport::Native)
+}
+
+/// [`t3`] over `transport` (the `tickwire_quic` peer runs it over QUIC).
+pub(crate) fn t3_over(
+    cfg: &T3Config,
+    transport: Transport,
+) -> Result<Option<T3Result>, BenchError> {
     let (msg_len, total) = (cfg.msg_len, cfg.total_bytes);
     let buffer = cfg.socket_buffer_bytes;
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, _) = accept(&side, buffer).await?;
+            let (mut server, _) = accept(&side, buffer, transport).await?;
             side.ready().await?;
             let read = async {
                 let mut received = 0u64;
@@ -165,7 +189,7 @@ pub(crate) fn t3(cfg: &T3Config) -> Result<Option<T3Result>, BenchError> {
             result
         },
         move |side| async move {
-            let client = connect(&side, buffer).await?;
+            let client = connect(&side, buffer, transport).await?;
             side.ready().await?;
             let start = Instant::now();
             let write = async {
@@ -217,7 +241,7 @@ pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
     let run = run_pair(
         cfg.timeout,
         move |side| async move {
-            let (mut server, connection) = accept(&side, buffer).await?;
+            let (mut server, connection) = accept(&side, buffer, Transport::Native).await?;
             side.ready().await?;
             side.finish();
             let serve = async {
@@ -267,7 +291,7 @@ pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
             }
         },
         move |side| async move {
-            let mut client = connect(&side, buffer).await?;
+            let mut client = connect(&side, buffer, Transport::Native).await?;
             side.ready().await?;
             let phases = async {
                 let sent = |client: &Client| client.endpoint_stats().bytes_sent;
@@ -345,12 +369,13 @@ pub(crate) fn t4(cfg: &T4Config) -> Result<Option<T4Result>, BenchError> {
     Ok(Some(run.client))
 }
 
-fn driver_config(server: bool, buffer_bytes: usize) -> DriverConfig {
+fn driver_config(server: bool, buffer_bytes: usize, transport: Transport) -> DriverConfig {
     let mut config = if server {
         DriverConfig::server()
     } else {
         DriverConfig::client()
     };
+    config.transport = transport;
     if buffer_bytes > 0 {
         config.socket_buffer_bytes = buffer_bytes;
     }
@@ -358,9 +383,13 @@ fn driver_config(server: bool, buffer_bytes: usize) -> DriverConfig {
 }
 
 /// Binds the server, publishes its address, and waits for the client's connection.
-async fn accept(side: &Side, buffer_bytes: usize) -> Result<(Server, ConnectionId), BenchError> {
+async fn accept(
+    side: &Side,
+    buffer_bytes: usize,
+    transport: Transport,
+) -> Result<(Server, ConnectionId), BenchError> {
     let addr = "127.0.0.1:0".parse().ctx("address")?;
-    let mut server = Server::bind(addr, driver_config(true, buffer_bytes))
+    let mut server = Server::bind(addr, driver_config(true, buffer_bytes, transport))
         .await
         .ctx("bind")?;
     side.listening(server.local_addr());
@@ -384,9 +413,13 @@ async fn accept(side: &Side, buffer_bytes: usize) -> Result<(Server, ConnectionI
     Ok((server, connection))
 }
 
-async fn connect(side: &Side, buffer_bytes: usize) -> Result<Client, BenchError> {
+async fn connect(
+    side: &Side,
+    buffer_bytes: usize,
+    transport: Transport,
+) -> Result<Client, BenchError> {
     let server = side.server_addr().await?;
-    let connecting = Client::connect(server, driver_config(false, buffer_bytes));
+    let connecting = Client::connect(server, driver_config(false, buffer_bytes, transport));
     side.until_stopped(connecting)
         .await
         .ok_or_else(|| side.interrupted())?
