@@ -62,7 +62,9 @@ pub enum Transport {
     /// [`QuicConfig::auto_fallback_after`].
     Auto,
     /// Reliable channels over QUIC streams, unreliable and sequenced channels over native UDP:
-    /// one logical connection, one event stream.
+    /// one logical connection, one event stream, named by the native connection's id. The
+    /// server pairs the two paths while its application drains events (`next_event`), as every
+    /// server loop does; see `engine/PROTOCOL.md`, "Hybrid pairing".
     Hybrid,
 }
 
