@@ -41,7 +41,8 @@ impl QuicClient {
         let quic = &config.quic;
         let port = quic_port(server.port(), quic).ok_or(QuicError::NoPort)?;
         let addr = SocketAddr::new(server.ip(), port);
-        let (client_config, verifier) = tls::client_config(quic, addr)?;
+        let streams = tls::stream_count(&config.endpoint.channels.server_to_client);
+        let (client_config, verifier) = tls::client_config(quic, addr, streams)?;
         let socket = open_socket(client_bind_addr(addr), config.socket_buffer_bytes)?;
         let local_addr = socket
             .local_addr()

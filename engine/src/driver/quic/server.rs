@@ -60,7 +60,8 @@ impl QuicServer {
         let addr = socket
             .local_addr()
             .map_err(|e| BindError::from_io(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
-        let (server_config, fingerprint) = tls::server_config(quic)?;
+        let streams = tls::stream_count(&config.channels.client_to_server);
+        let (server_config, fingerprint) = tls::server_config(quic, streams)?;
         let endpoint = quinn::Endpoint::new(
             EndpointConfig::default(),
             Some(server_config),

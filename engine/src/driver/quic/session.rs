@@ -78,6 +78,8 @@ struct RecvState {
     latest: Vec<Option<u64>>,
     stats: Vec<RecvChannelStats>,
     malformed: u64,
+    /// Kind bytes of the streams the peer opened: each at most once.
+    opened: Vec<u8>,
 }
 
 impl Session {
@@ -103,6 +105,7 @@ impl Session {
                 latest: vec![None; recv_channels.len()],
                 stats: vec![RecvChannelStats::default(); recv_channels.len()],
                 malformed: 0,
+                opened: Vec::new(),
             }),
             send_channels,
             recv_channels,
@@ -391,6 +394,15 @@ impl Session {
         let Some(max) = max else {
             return self.violation();
         };
+        {
+            let mut recv = self.lock_recv();
+            if recv.opened.contains(&kind) {
+                // A second stream for one channel would break its order.
+                drop(recv);
+                return self.violation();
+            }
+            recv.opened.push(kind);
+        }
         let mut buf = BytesMut::new();
         loop {
             loop {

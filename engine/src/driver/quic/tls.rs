@@ -19,6 +19,7 @@ use super::{CertFingerprint, QuicConfig, QuicError, ServerCertificate, ServerVer
 /// The server's quinn configuration and the fingerprint of the certificate it presents.
 pub(super) fn server_config(
     quic: &QuicConfig,
+    uni_streams: u32,
 ) -> Result<(quinn::ServerConfig, CertFingerprint), QuicError> {
     let (chain, key) = match &quic.certificate {
         ServerCertificate::SelfSigned { names } => {
@@ -58,7 +59,7 @@ pub(super) fn server_config(
         .map_err(QuicError::Tls)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    config.transport_config(Arc::new(transport_config(quic)));
+    config.transport_config(Arc::new(transport_config(quic, uni_streams)));
     Ok((config, fingerprint))
 }
 
@@ -67,6 +68,7 @@ pub(super) fn server_config(
 pub(super) fn client_config(
     quic: &QuicConfig,
     server: SocketAddr,
+    uni_streams: u32,
 ) -> Result<(quinn::ClientConfig, Arc<Verifier>), QuicError> {
     let provider = provider();
     let policy = match &quic.verification {
@@ -114,17 +116,21 @@ pub(super) fn client_config(
         .with_no_client_auth();
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    config.transport_config(Arc::new(transport_config(quic)));
+    config.transport_config(Arc::new(transport_config(quic, uni_streams)));
     Ok((config, verifier))
 }
 
 /// Transport settings shared by both sides: datagrams enabled with the configured buffers,
-/// windows raised so that they do not cap a loopback or LAN path, the idle timeout.
-pub(super) fn transport_config(quic: &QuicConfig) -> quinn::TransportConfig {
+/// windows raised so that they do not cap a loopback or LAN path, the idle timeout, and stream
+/// limits that let the peer open only what the mapping uses: one bidirectional (control) stream
+/// and `uni_streams` unidirectional ones (its reliable channels and the fallback stream).
+pub(super) fn transport_config(quic: &QuicConfig, uni_streams: u32) -> quinn::TransportConfig {
     let mut transport = quinn::TransportConfig::default();
     let idle = quinn::IdleTimeout::try_from(quic.idle_timeout)
         .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(10_000)));
     transport
+        .max_concurrent_bidi_streams(quinn::VarInt::from_u32(1))
+        .max_concurrent_uni_streams(quinn::VarInt::from_u32(uni_streams))
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(quic.idle_timeout.min(KEEPALIVE_MAX) / 3))
         .stream_receive_window(quinn::VarInt::from_u32(quic.stream_receive_window))
@@ -134,6 +140,12 @@ pub(super) fn transport_config(quic: &QuicConfig) -> quinn::TransportConfig {
         )
         .datagram_send_buffer_size(quic.datagram_send_buffer);
     transport
+}
+
+/// Unidirectional streams a peer sending on `channels` may open: one per reliable channel, and
+/// the fallback stream.
+pub(super) fn stream_count(channels: &[crate::ChannelConfig]) -> u32 {
+    channels.iter().filter(|c| c.kind.is_reliable()).count() as u32 + 1
 }
 
 /// Keep-alives go out at least this often, a third of the idle timeout at most.
