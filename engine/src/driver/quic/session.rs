@@ -32,6 +32,8 @@ pub(super) const SHUTDOWN_CODE: u16 = 0xFFF2;
 const READER_DRAIN: Duration = Duration::from_millis(200);
 /// A writer coalesces queued messages into one stream write up to about this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
+/// How long `send_wait` waits before retrying a datagram refused for want of buffer room.
+const DATAGRAM_ROOM_POLL: Duration = Duration::from_micros(200);
 /// Bytes asked of quinn per stream read.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -186,6 +188,21 @@ impl Session {
                 writer.push(data, config.max_buffered_bytes, channel)?;
             }
             ChannelKind::Unreliable | ChannelKind::UnreliableSequenced => {
+                let header_len = if config.kind == ChannelKind::UnreliableSequenced {
+                    3
+                } else {
+                    1
+                };
+                let fits = self.datagrams
+                    && self
+                        .conn
+                        .max_datagram_size()
+                        .is_some_and(|max| header_len + data.len() <= max);
+                if fits && self.conn.datagram_send_buffer_space() < header_len + data.len() {
+                    // quinn would drop older queued datagrams to make room: push back instead,
+                    // as the native driver does when its send buffer is full.
+                    return Err(SendError::BufferFull { channel, data });
+                }
                 let seq = (config.kind == ChannelKind::UnreliableSequenced).then(|| {
                     slot.next_seq += 1;
                     crate::seq::truncate(slot.next_seq - 1)
@@ -195,11 +212,6 @@ impl Session {
                     seq,
                 }
                 .encode(&data);
-                let fits = self.datagrams
-                    && self
-                        .conn
-                        .max_datagram_size()
-                        .is_some_and(|max| body.len() <= max);
                 let fallback = if fits {
                     match self.conn.send_datagram(body) {
                         Ok(()) => None,
@@ -251,6 +263,18 @@ impl Session {
             match self.send(channel, data) {
                 Err(SendError::BufferFull { data: back, .. }) => {
                     data = back;
+                    let datagram = self
+                        .send_kind(channel)
+                        .is_some_and(|kind| !kind.is_reliable());
+                    if datagram {
+                        // quinn offers no wake-up for datagram room: let its task send a
+                        // batch first.
+                        tokio::select! {
+                            () = tokio::time::sleep(DATAGRAM_ROOM_POLL) => {}
+                            _ = self.conn.closed() => return Err(SendError::NotConnected(data)),
+                        }
+                        continue;
+                    }
                     tokio::select! {
                         () = drained => {}
                         _ = self.conn.closed() => return Err(SendError::NotConnected(data)),
