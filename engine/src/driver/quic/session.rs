@@ -32,8 +32,6 @@ pub(super) const SHUTDOWN_CODE: u16 = 0xFFF2;
 const READER_DRAIN: Duration = Duration::from_millis(200);
 /// A writer coalesces queued messages into one stream write up to about this many bytes.
 const WRITE_BATCH: usize = 256 * 1024;
-/// How long `send_wait` waits before retrying a datagram refused for want of buffer room.
-const DATAGRAM_ROOM_POLL: Duration = Duration::from_micros(200);
 /// Bytes asked of quinn per stream read.
 const READ_CHUNK: usize = 256 * 1024;
 
@@ -267,13 +265,7 @@ impl Session {
                         .send_kind(channel)
                         .is_some_and(|kind| !kind.is_reliable());
                     if datagram {
-                        // quinn offers no wake-up for datagram room: let its task send a
-                        // batch first.
-                        tokio::select! {
-                            () = tokio::time::sleep(DATAGRAM_ROOM_POLL) => {}
-                            _ = self.conn.closed() => return Err(SendError::NotConnected(data)),
-                        }
-                        continue;
+                        return self.send_datagram_wait(channel, data).await;
                     }
                     tokio::select! {
                         () = drained => {}
@@ -282,6 +274,42 @@ impl Session {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// A datagram refused for want of buffer room: numbered now, handed to quinn once it has
+    /// room (quinn's own wait, without dropping older datagrams).
+    async fn send_datagram_wait(
+        &self,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        let sequenced = self.send_kind(channel) == Some(ChannelKind::UnreliableSequenced);
+        let (body, id) = {
+            let mut state = self.lock_send();
+            if state.closing.is_some() {
+                return Err(SendError::NotConnected(data));
+            }
+            let slot = &mut state.channels[usize::from(channel.0)];
+            let seq = sequenced.then(|| {
+                slot.next_seq += 1;
+                crate::seq::truncate(slot.next_seq - 1)
+            });
+            let id = MessageId(slot.next_id);
+            slot.next_id += 1;
+            slot.stats.messages_sent += 1;
+            slot.stats.bytes_sent += data.len() as u64;
+            let header = DatagramHeader {
+                channel: channel.0,
+                seq,
+            };
+            (header.encode(&data), id)
+        };
+        match self.conn.send_datagram_wait(body).await {
+            Ok(()) => Ok(id),
+            // Lost with the connection, or the path shrank below it: unreliable, like a drop.
+            Err(SendDatagramError::ConnectionLost(_)) => Err(SendError::NotConnected(data)),
+            Err(_) => Ok(id),
         }
     }
 
