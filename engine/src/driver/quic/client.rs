@@ -216,3 +216,57 @@ fn handshake_error(error: ConnectionError, server: SocketAddr, verifier: &Verifi
     };
     quic.into()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use quinn::crypto::rustls::QuicServerConfig;
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    use super::*;
+    use crate::driver::Transport;
+
+    /// A QUIC server that speaks another ALPN id is refused with `AlpnMismatch`.
+    #[tokio::test]
+    async fn another_alpn_is_an_alpn_mismatch() {
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let key =
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der()));
+        let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![certified.cert.der().clone()], key)
+        .unwrap();
+        tls.alpn_protocols = vec![b"h3".to_vec()];
+        let server_config =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls).unwrap()));
+        let endpoint =
+            quinn::Endpoint::server(server_config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let quic_addr = endpoint.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            if let Some(incoming) = endpoint.accept().await {
+                let _ = incoming.await;
+            }
+            endpoint
+        });
+        let mut config = DriverConfig {
+            transport: Transport::Quic,
+            ..DriverConfig::client()
+        };
+        config.quic.port = Some(quic_addr.port());
+        let result = QuicClient::connect(quic_addr, &config, false).await;
+        assert!(
+            matches!(
+                result,
+                Err(ClientError::Quic(QuicError::AlpnMismatch { .. }))
+            ),
+            "{:?}",
+            result.err()
+        );
+        accept.abort();
+    }
+}
