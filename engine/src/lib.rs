@@ -39,7 +39,7 @@
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
 //! | [`snapshot`] | world snapshots: delta against acknowledged views, bit packing, quantisation, interpolation buffer, clock sync |
-//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio, [`PolledEndpoint`] for game loops |
+//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio (native UDP, or QUIC with feature `quic`: [`Transport`]), [`PolledEndpoint`] for game loops |
 //! | [`typed`] | serde + postcard encoding of messages |
 //! | [`fuzzing`] | harness bodies for the fuzzers in `fuzz/`, replayed by `cargo test` |
 #![forbid(unsafe_code)]
