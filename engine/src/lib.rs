@@ -40,7 +40,7 @@
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
 //! | [`snapshot`] | world snapshots: delta against acknowledged views, bit packing, quantisation, interpolation buffer, clock sync |
-//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio, [`PolledEndpoint`] for game loops |
+//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio (native UDP, or QUIC with feature `quic`: [`Transport`]), [`PolledEndpoint`] for game loops |
 //! | [`typed`] | serde + postcard encoding of messages |
 //! | [`fuzzing`] | harness bodies for the fuzzers in `fuzz/`, replayed by `cargo test` |
 #![forbid(unsafe_code)]
@@ -77,8 +77,12 @@ pub use config::{
     ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, ConfigError, MAX_DATAGRAM_SIZE,
     MAX_MESSAGE_SIZE, MIN_PAYLOAD_BUDGET,
 };
+#[cfg(feature = "quic")]
+pub use driver::QuicError;
 pub use driver::{
-    BindError, ClientError, ClientSetupError, DriverConfig, DriverConfigError, PolledEndpoint,
+    BindError, CertFingerprint, ClientError, ClientSetupError, DriverConfig, DriverConfigError,
+    ParseFingerprintError, ParseTransportError, PolledEndpoint, QuicConfig, ServerCertificate,
+    ServerVerification, Transport, ALPN,
 };
 #[cfg(feature = "tokio")]
 pub use driver::{Client, Server};

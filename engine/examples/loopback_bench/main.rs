@@ -18,11 +18,12 @@
 //! Layout: `report.rs` (configs, result types, the pair harness, CPU time, output; its docs state
 //! the contract every peer implements), `baselines.rs` (`raw_udp`, `raw_batched`, `quinn`),
 //! `tickwire_bench.rs` (Tickwire), `tickwire_secure.rs` (Tickwire with connect tokens and
-//! encryption).
+//! encryption), `tickwire_quic_bench.rs` (Tickwire over QUIC).
 
 mod baselines;
 mod report;
 mod tickwire_bench;
+mod tickwire_quic_bench;
 mod tickwire_secure;
 
 use std::collections::BTreeMap;
@@ -52,7 +53,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_values = ["raw_udp", "raw_batched", "quinn", "tickwire", "tickwire_secure"]
+        default_values = ["raw_udp", "raw_batched", "quinn", "tickwire", "tickwire_secure", "tickwire_quic"]
     )]
     peers: Vec<Peer>,
     /// `SO_RCVBUF` and `SO_SNDBUF` to request for every baseline socket, in bytes (the kernel caps
@@ -256,6 +257,12 @@ fn peer_fns(peer: Peer) -> PeerFns {
             t2: tickwire_secure::t2,
             t3: tickwire_secure::t3,
             t4: tickwire_secure::t4,
+        },
+        Peer::TickwireQuic => PeerFns {
+            t1: tickwire_quic_bench::t1,
+            t2: tickwire_quic_bench::t2,
+            t3: tickwire_quic_bench::t3,
+            t4: tickwire_quic_bench::t4,
         },
     }
 }

@@ -162,16 +162,20 @@ pub(crate) enum Peer {
     /// Tickwire with connect tokens: every packet encrypted and authenticated.
     #[value(name = "tickwire_secure")]
     TickwireSecure,
+    /// Tickwire's API over its QUIC transport (quinn underneath).
+    #[value(name = "tickwire_quic")]
+    TickwireQuic,
 }
 
 impl Peer {
     /// Every peer, in default run order.
-    pub(crate) const ALL: [Peer; 5] = [
+    pub(crate) const ALL: [Peer; 6] = [
         Peer::RawUdp,
         Peer::RawBatched,
         Peer::Quinn,
         Peer::Tickwire,
         Peer::TickwireSecure,
+        Peer::TickwireQuic,
     ];
 
     /// The JSON key and table label.
@@ -182,6 +186,7 @@ impl Peer {
             Peer::Quinn => "quinn",
             Peer::Tickwire => "tickwire",
             Peer::TickwireSecure => "tickwire_secure",
+            Peer::TickwireQuic => "tickwire_quic",
         }
     }
 }

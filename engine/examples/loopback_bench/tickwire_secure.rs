@@ -8,7 +8,9 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tickwire::{ClientId, Config, DriverConfig, PrivateKey, Security, TokenSecurity, TokenSpec};
+use tickwire::{
+    ClientId, Config, DriverConfig, PrivateKey, Security, TokenSecurity, TokenSpec, Transport,
+};
 
 use crate::report::{
     BenchError, Context, T1Config, T1Result, T2Config, T2Result, T3Config, T3Result, T4Config,
@@ -16,13 +18,15 @@ use crate::report::{
 };
 use crate::tickwire_bench;
 
-/// Whether a Tickwire entry runs unsecured or with tokens and encryption.
+/// How a Tickwire entry runs: unsecured, with tokens and encryption, or over QUIC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Mode {
     /// `Security::Unsecured`: the `tickwire` entry.
     Plain,
     /// `Security::Tokens`: the `tickwire_secure` entry.
     Secure,
+    /// Unsecured, over the QUIC transport (`Transport::Quic`): the `tickwire_quic` entry.
+    Quic,
 }
 
 impl Mode {
@@ -32,8 +36,13 @@ impl Mode {
         mut config: DriverConfig,
     ) -> Result<(SocketAddr, DriverConfig), BenchError> {
         let any: SocketAddr = "127.0.0.1:0".parse().ctx("address")?;
-        if self == Mode::Plain {
-            return Ok((any, config));
+        match self {
+            Mode::Plain => return Ok((any, config)),
+            Mode::Quic => {
+                config.transport = Transport::Quic;
+                return Ok((any, config));
+            }
+            Mode::Secure => {}
         }
         let addr = std::net::UdpSocket::bind(any)
             .and_then(|s| s.local_addr())
@@ -49,6 +58,9 @@ impl Mode {
         mut config: DriverConfig,
         server: SocketAddr,
     ) -> Result<DriverConfig, BenchError> {
+        if self == Mode::Quic {
+            config.transport = Transport::Quic;
+        }
         if self == Mode::Secure {
             let spec = TokenSpec::new(Config::default().protocol_id, ClientId(1), vec![server]);
             config.endpoint.connect_token = Some(spec.issue(&key(), unix_now()).ctx("token")?);

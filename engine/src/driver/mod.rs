@@ -2,6 +2,8 @@
 //!
 //! - [`Server`] and [`Client`] (feature `tokio`, on by default): an async driver on a tokio
 //!   UDP socket, with a background task per socket.
+//!   [`DriverConfig::transport`] picks native UDP, QUIC (feature `quic`, on by default), or
+//!   native with a fallback to QUIC; see `quic/`.
 //! - [`PolledEndpoint`]: no async, no threads: a non-blocking std socket the application polls
 //!   once per frame from its own game loop.
 //!
@@ -10,8 +12,13 @@
 //!
 //! [`Endpoint`]: crate::Endpoint
 
+#[cfg(feature = "tokio")]
+mod client;
 mod conditioner;
 mod polled;
+mod quic;
+#[cfg(feature = "tokio")]
+mod server;
 #[cfg(feature = "tokio")]
 mod socket;
 #[cfg(feature = "tokio")]
@@ -26,9 +33,17 @@ use thiserror::Error;
 use crate::sim::{LinkConfig, LinkConfigError};
 use crate::{Config, ConfigError, DisconnectReason, RejectReason};
 
-pub use polled::{ClientSetupError, PolledEndpoint};
 #[cfg(feature = "tokio")]
-pub use udp::{Client, Server};
+pub use client::Client;
+pub use polled::{ClientSetupError, PolledEndpoint};
+#[cfg(feature = "quic")]
+pub use quic::QuicError;
+pub use quic::{
+    CertFingerprint, ParseFingerprintError, ParseTransportError, QuicConfig, ServerCertificate,
+    ServerVerification, Transport, ALPN,
+};
+#[cfg(feature = "tokio")]
+pub use server::Server;
 
 /// Configuration of a driver: the endpoint's, plus what concerns the socket.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,6 +59,12 @@ pub struct DriverConfig {
     /// Kernel send and receive buffer sizes requested for the socket, in bytes. Default 4 MiB;
     /// the kernel may grant less (see `net.core.rmem_max`).
     pub socket_buffer_bytes: usize,
+    /// Which transport to use (client) or serve (server). Default [`Transport::Native`]. The
+    /// simulated [`link`](Self::link) applies to the native path only.
+    pub transport: Transport,
+    /// QUIC settings: port, certificate, verification, timeouts. Used unless `transport` is
+    /// `Native`.
+    pub quic: QuicConfig,
 }
 
 impl DriverConfig {
@@ -66,6 +87,9 @@ impl DriverConfig {
         if let Some(link) = &self.link {
             link.validate()?;
         }
+        if !cfg!(feature = "quic") && self.transport != Transport::Native {
+            return Err(DriverConfigError::QuicUnavailable(self.transport));
+        }
         Ok(())
     }
 }
@@ -77,6 +101,8 @@ impl Default for DriverConfig {
             link: None,
             link_seed: 0,
             socket_buffer_bytes: 4 * 1024 * 1024,
+            transport: Transport::Native,
+            quic: QuicConfig::default(),
         }
     }
 }
@@ -90,6 +116,9 @@ pub enum DriverConfigError {
     /// The simulated link configuration is invalid.
     #[error("invalid simulated link: {0}")]
     Link(#[from] LinkConfigError),
+    /// A QUIC transport was asked of a build without the `quic` feature.
+    #[error("transport {0} needs QUIC: build tickwire with the `quic` feature (on by default)")]
+    QuicUnavailable(Transport),
 }
 
 /// A socket could not be opened.
@@ -109,6 +138,10 @@ pub enum BindError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] DriverConfigError),
+    /// The QUIC listener could not be set up (certificate, key).
+    #[cfg(feature = "quic")]
+    #[error(transparent)]
+    Quic(#[from] QuicError),
     /// Any other I/O error.
     #[error("could not open a UDP socket on {addr}: {source}")]
     Io {
@@ -121,7 +154,7 @@ pub enum BindError {
 }
 
 impl BindError {
-    fn from_io(addr: SocketAddr, source: io::Error) -> Self {
+    pub(crate) fn from_io(addr: SocketAddr, source: io::Error) -> Self {
         match source.kind() {
             io::ErrorKind::AddrInUse => Self::AddrInUse(addr),
             io::ErrorKind::AddrNotAvailable => Self::AddrNotAvailable(addr),
@@ -148,6 +181,10 @@ pub enum ClientError {
         /// How long the client tried.
         after: Duration,
     },
+    /// The QUIC connection failed: certificate, fingerprint, ALPN, handshake timeout.
+    #[cfg(feature = "quic")]
+    #[error(transparent)]
+    Quic(#[from] QuicError),
     /// The server refused the connection.
     #[error("{server} refused the connection: {reason}")]
     Rejected {
@@ -168,7 +205,10 @@ pub enum ClientError {
 
 /// Opens a non-blocking UDP socket with the requested buffer sizes, mapping errors to
 /// actionable ones.
-fn open_socket(addr: SocketAddr, buffer_bytes: usize) -> Result<std::net::UdpSocket, BindError> {
+pub(crate) fn open_socket(
+    addr: SocketAddr,
+    buffer_bytes: usize,
+) -> Result<std::net::UdpSocket, BindError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv4() {
         Domain::IPV4
@@ -209,7 +249,7 @@ fn endpoint_and_link(
 }
 
 /// The wildcard address of the same family as `server`, for a client socket.
-fn client_bind_addr(server: SocketAddr) -> SocketAddr {
+pub(crate) fn client_bind_addr(server: SocketAddr) -> SocketAddr {
     if server.is_ipv4() {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {

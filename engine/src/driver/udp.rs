@@ -375,28 +375,19 @@ fn collect(state: &mut State, now: Instant, outbox: &mut Outbox) -> bool {
     false
 }
 
-/// A Tickwire server on a UDP socket, driven by a tokio task.
-///
-/// ```no_run
-/// use tickwire::{DriverConfig, Event, Server};
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut server = Server::bind("0.0.0.0:7777".parse()?, DriverConfig::server()).await?;
-/// while let Some(event) = server.next_event().await {
-///     if let Event::Message { connection, channel, data } = event {
-///         server.send(connection, channel, data)?; // echo
-///     }
-/// }
-/// # Ok(()) }
-/// ```
-pub struct Server {
+/// The native half of a [`Server`](crate::Server): a Tickwire endpoint on a UDP socket, driven by
+/// a tokio task.
+pub(crate) struct NativeServer {
     driver: Driver,
 }
 
-impl Server {
+impl NativeServer {
     /// Binds a UDP socket on `addr` (use port 0 for any free port) and starts serving.
     /// Must be called within a tokio runtime.
-    pub async fn bind(addr: SocketAddr, mut config: DriverConfig) -> Result<Self, BindError> {
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        mut config: DriverConfig,
+    ) -> Result<Self, BindError> {
         config.endpoint.accept_incoming = true;
         Ok(Self {
             driver: Driver::start(config, addr)?,
@@ -404,12 +395,12 @@ impl Server {
     }
 
     /// The address the socket is bound to.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.driver.local_addr
     }
 
     /// Queues a message for a client; it leaves at once (the driver task is woken).
-    pub fn send(
+    pub(crate) fn send(
         &self,
         connection: ConnectionId,
         channel: ChannelId,
@@ -420,7 +411,7 @@ impl Server {
 
     /// Sends, waiting while the channel's send buffer is full (backpressure instead of
     /// [`SendError::BufferFull`]).
-    pub async fn send_wait(
+    pub(crate) async fn send_wait(
         &self,
         connection: ConnectionId,
         channel: ChannelId,
@@ -431,7 +422,7 @@ impl Server {
 
     /// Queues several messages at once, so they share datagrams. Returns how many were queued
     /// and, if one was refused, why (the rest are not queued).
-    pub fn send_many(
+    pub(crate) fn send_many(
         &self,
         connection: ConnectionId,
         channel: ChannelId,
@@ -443,12 +434,12 @@ impl Server {
     /// Waits for at least one event, then moves up to `max` waiting events into `out` at once
     /// (cheaper than one [`next_event`](Self::next_event) per message at high rates).
     /// Returns `false` once the server has shut down.
-    pub async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
+    pub(crate) async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
         self.driver.next_events(out, max).await
     }
 
     /// Queues the same message for every connected client on `channel`; returns how many took it.
-    pub fn broadcast(&self, channel: ChannelId, data: &Bytes) -> usize {
+    pub(crate) fn broadcast(&self, channel: ChannelId, data: &Bytes) -> usize {
         self.driver.with(|endpoint| {
             let ids: Vec<ConnectionId> = endpoint.connections().collect();
             ids.into_iter()
@@ -458,80 +449,64 @@ impl Server {
     }
 
     /// The next event; `None` once the server has shut down.
-    pub async fn next_event(&mut self) -> Option<Event> {
+    pub(crate) async fn next_event(&mut self) -> Option<Event> {
         self.driver.next_event().await
     }
 
     /// The next event if one is waiting.
-    pub fn try_event(&mut self) -> Option<Event> {
+    pub(crate) fn try_event(&mut self) -> Option<Event> {
         self.driver.try_event()
     }
 
     /// Closes one connection gracefully with an application code (below 0xFF00).
-    pub fn disconnect(&self, connection: ConnectionId, code: u16) {
+    pub(crate) fn disconnect(&self, connection: ConnectionId, code: u16) {
         self.driver
             .with(|endpoint| endpoint.disconnect(connection, code, Instant::now()));
     }
 
     /// One connection's statistics.
-    pub fn stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
+    pub(crate) fn stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
         self.driver
             .with(|endpoint| endpoint.connection_stats(connection))
     }
 
     /// Endpoint-wide statistics (datagrams, drops by reason, connections).
-    pub fn endpoint_stats(&self) -> EndpointStats {
+    pub(crate) fn endpoint_stats(&self) -> EndpointStats {
         self.driver.with(|endpoint| endpoint.stats().clone())
     }
 
     /// The connections, established or not.
-    pub fn connections(&self) -> Vec<ConnectionId> {
+    pub(crate) fn connections(&self) -> Vec<ConnectionId> {
         self.driver
             .with(|endpoint| endpoint.connections().collect())
     }
 
     /// Changes the simulated network conditions live (`None` turns them off).
-    pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
+    pub(crate) fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
         self.driver.set_link(link, 0)
     }
 
     /// Disconnects every client (they see [`DisconnectReason::Remote`]), waits up to a second
     /// for the goodbyes to leave, and stops the task.
-    pub async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         self.driver
             .stop(|endpoint, now| endpoint.shutdown(now))
             .await;
     }
 }
 
-/// A Tickwire client connected to one server, driven by a tokio task.
-///
-/// ```no_run
-/// use tickwire::{ChannelId, Client, DriverConfig, Event};
-///
-/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// let mut client = Client::connect("127.0.0.1:7777".parse()?, DriverConfig::client()).await?;
-/// client.send(ChannelId(2), "hello".into())?;
-/// while let Some(event) = client.next_event().await {
-///     if let Event::Message { data, .. } = event {
-///         println!("got {} bytes", data.len());
-///         break;
-///     }
-/// }
-/// client.disconnect(0).await;
-/// # Ok(()) }
-/// ```
-pub struct Client {
+/// The native half of a [`Client`](crate::Client): a Tickwire endpoint connected to one server,
+/// driven by a tokio task.
+pub(crate) struct NativeClient {
     driver: Driver,
     connection: ConnectionId,
-    server: SocketAddr,
 }
 
-impl Client {
+impl NativeClient {
     /// Opens a socket on an ephemeral port, connects to `server` and waits for the handshake.
     /// Fails with [`ClientError::Timeout`] after the configured `handshake_timeout` (default
     /// 5 s) if the server does not answer. Must be called within a tokio runtime.
-    pub async fn connect(
+    pub(crate) async fn connect(
         server: SocketAddr,
         mut config: DriverConfig,
     ) -> Result<Self, ClientError> {
@@ -563,42 +538,37 @@ impl Client {
                 }
             }
         }
-        Ok(Self {
-            driver,
-            connection,
-            server,
-        })
-    }
-
-    /// The server's address.
-    pub fn server_addr(&self) -> SocketAddr {
-        self.server
+        Ok(Self { driver, connection })
     }
 
     /// The local address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.driver.local_addr
     }
 
     /// The connection's id (as named in events).
-    pub fn connection(&self) -> ConnectionId {
+    pub(crate) fn connection(&self) -> ConnectionId {
         self.connection
     }
 
     /// Queues a message for the server; it leaves at once.
-    pub fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+    pub(crate) fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
         self.driver.send(self.connection, channel, data)
     }
 
     /// Sends, waiting while the channel's send buffer is full (backpressure instead of
     /// [`SendError::BufferFull`]).
-    pub async fn send_wait(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+    pub(crate) async fn send_wait(
+        &self,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
         self.driver.send_wait(self.connection, channel, data).await
     }
 
     /// Queues several messages at once, so they share datagrams. Returns how many were queued
     /// and, if one was refused, why (the rest are not queued).
-    pub fn send_many(
+    pub(crate) fn send_many(
         &self,
         channel: ChannelId,
         messages: impl IntoIterator<Item = Bytes>,
@@ -608,46 +578,46 @@ impl Client {
 
     /// Waits for at least one event, then moves up to `max` waiting events into `out` at once.
     /// Returns `false` once the client has stopped.
-    pub async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
+    pub(crate) async fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> bool {
         self.driver.next_events(out, max).await
     }
 
     /// Endpoint-wide statistics of the client's socket (bytes and datagrams each way, drops).
-    pub fn endpoint_stats(&self) -> EndpointStats {
+    pub(crate) fn endpoint_stats(&self) -> EndpointStats {
         self.driver.with(|endpoint| endpoint.stats().clone())
     }
 
     /// The next event; `None` once the client has stopped. After
     /// [`Event::Disconnected`] no more messages arrive.
-    pub async fn next_event(&mut self) -> Option<Event> {
+    pub(crate) async fn next_event(&mut self) -> Option<Event> {
         self.driver.next_event().await
     }
 
     /// The next event if one is waiting.
-    pub fn try_event(&mut self) -> Option<Event> {
+    pub(crate) fn try_event(&mut self) -> Option<Event> {
         self.driver.try_event()
     }
 
     /// Whether the connection is established.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.driver
             .with(|endpoint| endpoint.is_connected(self.connection))
     }
 
     /// The connection's statistics.
-    pub fn stats(&self) -> Option<ConnectionStats> {
+    pub(crate) fn stats(&self) -> Option<ConnectionStats> {
         self.driver
             .with(|endpoint| endpoint.connection_stats(self.connection))
     }
 
     /// Changes the simulated network conditions live (`None` turns them off).
-    pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
+    pub(crate) fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
         self.driver.set_link(link, 1)
     }
 
     /// Closes the connection gracefully with an application code (the server sees
     /// [`DisconnectReason::Remote`]), waits for the goodbyes to leave, and stops.
-    pub async fn disconnect(mut self, code: u16) {
+    pub(crate) async fn disconnect(mut self, code: u16) {
         let connection = self.connection;
         self.driver
             .stop(|endpoint, now| endpoint.disconnect(connection, code, now))
@@ -675,14 +645,14 @@ mod tests {
             link: Some(link),
             ..DriverConfig::server()
         };
-        let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+        let mut server = NativeServer::bind("127.0.0.1:0".parse().unwrap(), config)
             .await
             .unwrap();
         let client_config = DriverConfig {
             link: Some(LinkConfig::default()),
             ..DriverConfig::client()
         };
-        let client = Client::connect(server.local_addr(), client_config)
+        let client = NativeClient::connect(server.local_addr(), client_config)
             .await
             .unwrap();
         let messages: Vec<Bytes> = (0..2_000u32)

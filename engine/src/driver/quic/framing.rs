@@ -1,0 +1,274 @@
+//! Byte layouts of the QUIC mapping (`engine/PROTOCOL.md`, "QUIC mapping"). No state, no I/O.
+//!
+//! - Control stream (the client's first bidirectional stream): a [`Hello`] from the client, a
+//!   one-byte status (and in hybrid mode a pairing token) from the server.
+//! - Unidirectional streams: one kind byte (a reliable channel's id, or [`FALLBACK_STREAM`]),
+//!   then frames of `length: u32 BE | body`.
+//! - DATAGRAM frames (and the bodies on the fallback stream): `channel: u8 | [seq: u16 BE if
+//!   sequenced] | payload`.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use thiserror::Error;
+
+/// First bytes of the client's hello.
+pub(super) const HELLO_MAGIC: [u8; 4] = *b"TWQ1";
+/// Length of the client's hello in bytes.
+pub(super) const HELLO_LEN: usize = 4 + 8 + 4 + 1;
+/// Kind byte of the stream that carries datagram bodies when DATAGRAM frames cannot.
+pub(super) const FALLBACK_STREAM: u8 = 0xFF;
+/// Length prefix of each frame on a unidirectional stream.
+pub(super) const LENGTH_PREFIX: usize = 4;
+/// Length of a hybrid pairing token.
+pub(crate) const TOKEN_LEN: usize = 16;
+/// Status byte of an accepted hello.
+pub(super) const ACCEPTED: u8 = 0;
+/// Byte the server writes on a hybrid control stream once the native half presented the token.
+pub(super) const PAIRED: u8 = 1;
+/// First bytes of the pairing message a hybrid client sends on the native path.
+pub(crate) const PAIR_MAGIC: [u8; 6] = *b"TWPAIR";
+/// Length of the pairing message: the magic and the token.
+pub(crate) const PAIR_LEN: usize = PAIR_MAGIC.len() + TOKEN_LEN;
+
+/// The token in a native message, if the message is a hybrid pairing message.
+pub(crate) fn pairing_token(message: &[u8]) -> Option<[u8; TOKEN_LEN]> {
+    if message.len() != PAIR_LEN || message[..PAIR_MAGIC.len()] != PAIR_MAGIC {
+        return None;
+    }
+    let mut token = [0; TOKEN_LEN];
+    token.copy_from_slice(&message[PAIR_MAGIC.len()..]);
+    Some(token)
+}
+
+/// What a session carries, as announced in the hello.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// Every channel.
+    Full,
+    /// Reliable channels only; the rest flows over a native connection paired by token.
+    Hybrid,
+}
+
+/// The client's first message on the control stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Hello {
+    pub(super) protocol_id: u64,
+    pub(super) layout: u32,
+    pub(super) mode: Mode,
+}
+
+impl Hello {
+    pub(super) fn encode(&self) -> [u8; HELLO_LEN] {
+        let mut out = [0; HELLO_LEN];
+        let mut buf = &mut out[..];
+        buf.put_slice(&HELLO_MAGIC);
+        buf.put_u64(self.protocol_id);
+        buf.put_u32(self.layout);
+        buf.put_u8(match self.mode {
+            Mode::Full => 0,
+            Mode::Hybrid => 1,
+        });
+        out
+    }
+
+    pub(super) fn decode(mut bytes: &[u8]) -> Result<Self, FrameError> {
+        if bytes.len() != HELLO_LEN || bytes[..4] != HELLO_MAGIC {
+            return Err(FrameError::BadHello);
+        }
+        bytes.advance(4);
+        let protocol_id = bytes.get_u64();
+        let layout = bytes.get_u32();
+        let mode = match bytes.get_u8() {
+            0 => Mode::Full,
+            1 => Mode::Hybrid,
+            _ => return Err(FrameError::BadHello),
+        };
+        Ok(Self {
+            protocol_id,
+            layout,
+            mode,
+        })
+    }
+}
+
+/// The header of a datagram body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct DatagramHeader {
+    pub(super) channel: u8,
+    /// The 16-bit sequence number, on sequenced channels.
+    pub(super) seq: Option<u16>,
+}
+
+impl DatagramHeader {
+    pub(super) fn len(&self) -> usize {
+        1 + if self.seq.is_some() { 2 } else { 0 }
+    }
+
+    /// The header followed by `payload`, in one buffer.
+    pub(super) fn encode(&self, payload: &[u8]) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.len() + payload.len());
+        out.put_u8(self.channel);
+        if let Some(seq) = self.seq {
+            out.put_u16(seq);
+        }
+        out.put_slice(payload);
+        out.freeze()
+    }
+
+    /// Splits a datagram body; `sequenced(channel)` says whether the channel carries a sequence
+    /// number (`None`: no such channel).
+    pub(super) fn decode(
+        mut body: Bytes,
+        sequenced: impl Fn(u8) -> Option<bool>,
+    ) -> Result<(Self, Bytes), FrameError> {
+        if body.is_empty() {
+            return Err(FrameError::Truncated);
+        }
+        let channel = body.get_u8();
+        let seq = match sequenced(channel) {
+            None => return Err(FrameError::UnknownChannel(channel)),
+            Some(false) => None,
+            Some(true) => {
+                if body.len() < 2 {
+                    return Err(FrameError::Truncated);
+                }
+                Some(body.get_u16())
+            }
+        };
+        Ok((Self { channel, seq }, body))
+    }
+}
+
+/// Appends one length-prefixed frame to `out`.
+pub(super) fn put_frame(out: &mut BytesMut, body: &[u8]) {
+    out.reserve(LENGTH_PREFIX + body.len());
+    out.put_u32(body.len() as u32);
+    out.put_slice(body);
+}
+
+/// Splits the next whole frame off the front of `buf`, if it is all there. Refuses a length
+/// above `max` before buffering any of it.
+pub(super) fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    if buf.len() < LENGTH_PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLong { len, max });
+    }
+    if buf.len() < LENGTH_PREFIX + len {
+        return Ok(None);
+    }
+    buf.advance(LENGTH_PREFIX);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// A peer sent bytes that break the QUIC mapping.
+#[derive(Clone, Copy, Debug, Error, PartialEq, Eq)]
+pub(super) enum FrameError {
+    /// The control stream did not start with a valid hello.
+    #[error("bad hello on the control stream")]
+    BadHello,
+    /// A frame or header ended early.
+    #[error("truncated frame")]
+    Truncated,
+    /// A channel id not in the layout (or not of a kind this stream or frame may carry).
+    #[error("no channel {0} of that kind")]
+    UnknownChannel(u8),
+    /// A length prefix above the channel's limit.
+    #[error("frame of {len} bytes exceeds the {max}-byte limit")]
+    TooLong {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_round_trips_and_refuses_garbage() {
+        let hello = Hello {
+            protocol_id: 0x1234_5678_9abc_def0,
+            layout: 0xdead_beef,
+            mode: Mode::Hybrid,
+        };
+        assert_eq!(Hello::decode(&hello.encode()), Ok(hello));
+        let mut bad = hello.encode();
+        bad[0] = b'X';
+        assert_eq!(Hello::decode(&bad), Err(FrameError::BadHello));
+        let mut bad = hello.encode();
+        bad[HELLO_LEN - 1] = 7;
+        assert_eq!(Hello::decode(&bad), Err(FrameError::BadHello));
+        assert_eq!(Hello::decode(&[]), Err(FrameError::BadHello));
+    }
+
+    #[test]
+    fn datagram_headers_round_trip() {
+        let sequenced = |channel: u8| match channel {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        };
+        for header in [
+            DatagramHeader {
+                channel: 0,
+                seq: None,
+            },
+            DatagramHeader {
+                channel: 1,
+                seq: Some(65_535),
+            },
+        ] {
+            let body = header.encode(b"payload");
+            assert_eq!(body.len(), header.len() + 7);
+            let (decoded, payload) = DatagramHeader::decode(body, sequenced).unwrap();
+            assert_eq!((decoded, &payload[..]), (header, &b"payload"[..]));
+        }
+        assert_eq!(
+            DatagramHeader::decode(Bytes::new(), sequenced),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            DatagramHeader::decode(Bytes::from_static(&[1, 0]), sequenced),
+            Err(FrameError::Truncated)
+        );
+        assert_eq!(
+            DatagramHeader::decode(Bytes::from_static(&[9]), sequenced),
+            Err(FrameError::UnknownChannel(9))
+        );
+    }
+
+    #[test]
+    fn frames_split_only_when_whole_and_within_the_limit() {
+        let mut buf = BytesMut::new();
+        put_frame(&mut buf, b"one");
+        put_frame(&mut buf, b"");
+        put_frame(&mut buf, b"three");
+        let whole = buf.clone();
+        let mut partial = BytesMut::from(&whole[..whole.len() - 1]);
+        assert_eq!(
+            take_frame(&mut buf, 16).unwrap().as_deref(),
+            Some(&b"one"[..])
+        );
+        assert_eq!(take_frame(&mut buf, 16).unwrap().as_deref(), Some(&b""[..]));
+        assert_eq!(
+            take_frame(&mut buf, 16).unwrap().as_deref(),
+            Some(&b"three"[..])
+        );
+        assert_eq!(take_frame(&mut buf, 16), Ok(None));
+        take_frame(&mut partial, 16).unwrap();
+        take_frame(&mut partial, 16).unwrap();
+        assert_eq!(take_frame(&mut partial, 16), Ok(None));
+        let mut huge = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert_eq!(
+            take_frame(&mut huge, 16),
+            Err(FrameError::TooLong {
+                len: u32::MAX as usize,
+                max: 16
+            })
+        );
+    }
+}

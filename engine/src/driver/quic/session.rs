@@ -1,0 +1,602 @@
+//! One QUIC connection carrying Tickwire channels, the same on both ends.
+//!
+//! Sending is synchronous, like the native driver's: a reliable message goes into its channel's
+//! queue, drained by one writer task per channel that owns that channel's unidirectional stream;
+//! an unreliable or sequenced message becomes one DATAGRAM frame at once (or, when it does not
+//! fit the size quinn reports or the peer takes no datagrams, a frame on the fallback stream).
+//! Receiving is one task per connection (datagrams, and accepting streams) plus one reader task
+//! per incoming stream; all of them push [`Event`]s into the driver's queue, and the connection's
+//! [`Event::Disconnected`] comes after every message it delivered.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use quinn::{ConnectionError, RecvStream, SendDatagramError};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+
+use super::framing::{self, put_frame, take_frame, DatagramHeader, Mode, FALLBACK_STREAM};
+use crate::driver::Transport;
+use crate::{
+    ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DisconnectReason, Event,
+    MessageId, RecvChannelStats, SendChannelStats, SendError,
+};
+
+/// Close code of a connection whose peer broke the QUIC mapping.
+pub(super) const VIOLATION_CODE: u16 = 0xFFF3;
+/// Close code of a server shutting down (the same as the native protocol's).
+pub(super) const SHUTDOWN_CODE: u16 = 0xFFF2;
+/// Longest the readers may take to hand over what quinn still holds once a connection closed.
+const READER_DRAIN: Duration = Duration::from_millis(200);
+/// A writer coalesces queued messages into one stream write up to about this many bytes.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Bytes asked of quinn per stream read.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// A Tickwire connection over QUIC.
+pub(crate) struct Session {
+    /// The id named in events; a hybrid session takes its native half's id once paired.
+    id: AtomicU64,
+    conn: quinn::Connection,
+    mode: Mode,
+    /// Channels this side sends on, and receives on.
+    send_channels: Vec<ChannelConfig>,
+    recv_channels: Vec<ChannelConfig>,
+    datagrams: bool,
+    events: mpsc::UnboundedSender<Event>,
+    send: Mutex<SendState>,
+    recv: Mutex<RecvState>,
+    /// Notified (all waiters) whenever a writer has handed a batch to quinn.
+    drained: Arc<Notify>,
+}
+
+struct SendState {
+    channels: Vec<SendSlot>,
+    fallback: Option<Writer>,
+    /// The application closed the connection: no more sends.
+    closing: Option<u16>,
+}
+
+#[derive(Default)]
+struct SendSlot {
+    next_id: u64,
+    next_seq: u64,
+    writer: Option<Writer>,
+    stats: SendChannelStats,
+}
+
+struct Writer {
+    queue: mpsc::UnboundedSender<Bytes>,
+    buffered: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+struct RecvState {
+    /// Per channel, the newest sequence number delivered (sequenced channels).
+    latest: Vec<Option<u64>>,
+    stats: Vec<RecvChannelStats>,
+    malformed: u64,
+    /// Kind bytes of the streams the peer opened: each at most once.
+    opened: Vec<u8>,
+}
+
+impl Session {
+    pub(super) fn new(
+        id: ConnectionId,
+        conn: quinn::Connection,
+        mode: Mode,
+        send_channels: Vec<ChannelConfig>,
+        recv_channels: Vec<ChannelConfig>,
+        datagrams: bool,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id: AtomicU64::new(id.0),
+            conn,
+            mode,
+            send: Mutex::new(SendState {
+                channels: send_channels.iter().map(|_| SendSlot::default()).collect(),
+                fallback: None,
+                closing: None,
+            }),
+            recv: Mutex::new(RecvState {
+                latest: vec![None; recv_channels.len()],
+                stats: vec![RecvChannelStats::default(); recv_channels.len()],
+                malformed: 0,
+                opened: Vec::new(),
+            }),
+            send_channels,
+            recv_channels,
+            datagrams,
+            events,
+            drained: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The connection id named in this session's events.
+    pub(crate) fn id(&self) -> ConnectionId {
+        ConnectionId(self.id.load(Ordering::Acquire))
+    }
+
+    /// Hybrid mode: from now on, events name the native half's id.
+    pub(crate) fn pair(&self, native: ConnectionId) {
+        self.id.store(native.0, Ordering::Release);
+    }
+
+    /// The kind of a channel this side sends on.
+    pub(crate) fn send_kind(&self, channel: ChannelId) -> Option<ChannelKind> {
+        self.send_channels
+            .get(usize::from(channel.0))
+            .map(|c| c.kind)
+    }
+
+    /// `Quic`, or `Hybrid` for the QUIC half of a hybrid connection.
+    pub(crate) fn transport(&self) -> Transport {
+        match self.mode {
+            Mode::Full => Transport::Quic,
+            Mode::Hybrid => Transport::Hybrid,
+        }
+    }
+
+    /// The peer's address.
+    pub(crate) fn remote_addr(&self) -> std::net::SocketAddr {
+        self.conn.remote_address()
+    }
+
+    /// The peer's IP address.
+    pub(crate) fn remote_ip(&self) -> std::net::IpAddr {
+        self.conn.remote_address().ip()
+    }
+
+    /// Whether the connection is open and not closing.
+    pub(crate) fn is_open(&self) -> bool {
+        self.conn.close_reason().is_none() && self.lock_send().closing.is_none()
+    }
+
+    /// Queues a message (see the module docs for where it goes).
+    pub(crate) fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+        let Some(config) = self.send_channels.get(usize::from(channel.0)) else {
+            return Err(SendError::UnknownChannel(channel, data));
+        };
+        if data.len() > config.max_message_size {
+            return Err(SendError::TooLarge {
+                channel,
+                size: data.len(),
+                max: config.max_message_size,
+                data,
+            });
+        }
+        if self.conn.close_reason().is_some() {
+            return Err(SendError::NotConnected(data));
+        }
+        let mut state = self.lock_send();
+        if state.closing.is_some() {
+            return Err(SendError::NotConnected(data));
+        }
+        let state = &mut *state;
+        let slot = &mut state.channels[usize::from(channel.0)];
+        let len = data.len() as u64;
+        match config.kind {
+            ChannelKind::ReliableOrdered | ChannelKind::ReliableUnordered => {
+                let writer = slot.writer.get_or_insert_with(|| {
+                    Writer::spawn(self.conn.clone(), channel.0, Arc::clone(&self.drained))
+                });
+                writer.push(data, config.max_buffered_bytes, channel)?;
+            }
+            ChannelKind::Unreliable | ChannelKind::UnreliableSequenced => {
+                let header_len = if config.kind == ChannelKind::UnreliableSequenced {
+                    3
+                } else {
+                    1
+                };
+                let fits = self.datagrams
+                    && self
+                        .conn
+                        .max_datagram_size()
+                        .is_some_and(|max| header_len + data.len() <= max);
+                if fits && self.conn.datagram_send_buffer_space() < header_len + data.len() {
+                    // quinn would drop older queued datagrams to make room: push back instead,
+                    // as the native driver does when its send buffer is full.
+                    return Err(SendError::BufferFull { channel, data });
+                }
+                let seq = (config.kind == ChannelKind::UnreliableSequenced).then(|| {
+                    slot.next_seq += 1;
+                    crate::seq::truncate(slot.next_seq - 1)
+                });
+                let body = DatagramHeader {
+                    channel: channel.0,
+                    seq,
+                }
+                .encode(&data);
+                let fallback = if fits {
+                    match self.conn.send_datagram(body) {
+                        Ok(()) => None,
+                        Err(SendDatagramError::ConnectionLost(_)) => {
+                            return Err(SendError::NotConnected(data))
+                        }
+                        // The path shrank or the peer turned datagrams off: use the stream.
+                        Err(_) => Some(
+                            DatagramHeader {
+                                channel: channel.0,
+                                seq,
+                            }
+                            .encode(&data),
+                        ),
+                    }
+                } else {
+                    Some(body)
+                };
+                if let Some(body) = fallback {
+                    let writer = state.fallback.get_or_insert_with(|| {
+                        Writer::spawn(
+                            self.conn.clone(),
+                            FALLBACK_STREAM,
+                            Arc::clone(&self.drained),
+                        )
+                    });
+                    if let Err(refused) = writer.push(body, config.max_buffered_bytes, channel) {
+                        drop(refused);
+                        return Err(SendError::BufferFull { channel, data });
+                    }
+                }
+            }
+        }
+        let id = MessageId(slot.next_id);
+        slot.next_id += 1;
+        slot.stats.messages_sent += 1;
+        slot.stats.bytes_sent += len;
+        Ok(id)
+    }
+
+    /// Sends, waiting while the channel's queue is full.
+    pub(crate) async fn send_wait(
+        &self,
+        channel: ChannelId,
+        mut data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        loop {
+            let drained = self.drained.notified();
+            match self.send(channel, data) {
+                Err(SendError::BufferFull { data: back, .. }) => {
+                    data = back;
+                    let datagram = self
+                        .send_kind(channel)
+                        .is_some_and(|kind| !kind.is_reliable());
+                    if datagram {
+                        return self.send_datagram_wait(channel, data).await;
+                    }
+                    tokio::select! {
+                        () = drained => {}
+                        _ = self.conn.closed() => return Err(SendError::NotConnected(data)),
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// A datagram refused for want of buffer room: numbered now, handed to quinn once it has
+    /// room (quinn's own wait, without dropping older datagrams).
+    async fn send_datagram_wait(
+        &self,
+        channel: ChannelId,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        let sequenced = self.send_kind(channel) == Some(ChannelKind::UnreliableSequenced);
+        let (body, id) = {
+            let mut state = self.lock_send();
+            if state.closing.is_some() {
+                return Err(SendError::NotConnected(data));
+            }
+            let slot = &mut state.channels[usize::from(channel.0)];
+            let seq = sequenced.then(|| {
+                slot.next_seq += 1;
+                crate::seq::truncate(slot.next_seq - 1)
+            });
+            let id = MessageId(slot.next_id);
+            slot.next_id += 1;
+            slot.stats.messages_sent += 1;
+            slot.stats.bytes_sent += data.len() as u64;
+            let header = DatagramHeader {
+                channel: channel.0,
+                seq,
+            };
+            (header.encode(&data), id)
+        };
+        match self.conn.send_datagram_wait(body).await {
+            Ok(()) => Ok(id),
+            // Lost with the connection, or the path shrank below it: unreliable, like a drop.
+            Err(SendDatagramError::ConnectionLost(_)) => Err(SendError::NotConnected(data)),
+            Err(_) => Ok(id),
+        }
+    }
+
+    /// Closes gracefully: what was queued is written and acknowledged (for at most `drain`),
+    /// then the connection closes with `code`.
+    pub(crate) async fn close(&self, code: u16, drain: Duration) {
+        let writers: Vec<Writer> = {
+            let mut state = self.lock_send();
+            if state.closing.is_some() {
+                return;
+            }
+            state.closing = Some(code);
+            let fallback = state.fallback.take();
+            state
+                .channels
+                .iter_mut()
+                .filter_map(|slot| slot.writer.take())
+                .chain(fallback)
+                .collect()
+        };
+        let finish = async {
+            for writer in writers {
+                drop(writer.queue);
+                let _ = writer.task.await;
+            }
+        };
+        let _ = tokio::time::timeout(drain, finish).await;
+        self.conn.close(quinn::VarInt::from(code), b"");
+    }
+
+    /// Closes at once, without draining.
+    pub(crate) fn abort(&self, code: u16) {
+        self.lock_send().closing.get_or_insert(code);
+        self.conn.close(quinn::VarInt::from(code), b"");
+    }
+
+    /// The connection's statistics: quinn's path figures and this session's channel counters.
+    pub(crate) fn stats(&self) -> ConnectionStats {
+        let quic = self.conn.stats();
+        let send = self.lock_send();
+        let recv = self.lock_recv();
+        let packets_sent = quic.udp_tx.datagrams;
+        ConnectionStats {
+            rtt: quic.path.rtt,
+            latest_rtt: quic.path.rtt,
+            min_rtt: quic.path.rtt,
+            loss_rate: if packets_sent == 0 {
+                0.0
+            } else {
+                quic.path.lost_packets as f64 / packets_sent as f64
+            },
+            packets_sent,
+            packets_received: quic.udp_rx.datagrams,
+            packets_lost: quic.path.lost_packets,
+            bytes_sent: quic.udp_tx.bytes,
+            bytes_received: quic.udp_rx.bytes,
+            congestion_window: quic.path.cwnd as usize,
+            dropped: crate::DropCounters {
+                malformed: recv.malformed,
+                ..Default::default()
+            },
+            send_channels: send.channels.iter().map(|s| s.stats.clone()).collect(),
+            recv_channels: recv.stats.clone(),
+            ..ConnectionStats::default()
+        }
+    }
+
+    /// Receives until the connection closes, then reports [`Event::Disconnected`].
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut readers = JoinSet::new();
+        loop {
+            tokio::select! {
+                stream = self.conn.accept_uni() => match stream {
+                    Ok(stream) => {
+                        readers.spawn(Arc::clone(&self).read_stream(stream));
+                    }
+                    Err(_) => break,
+                },
+                datagram = self.conn.read_datagram() => match datagram {
+                    Ok(datagram) => self.on_datagram(datagram),
+                    Err(_) => break,
+                },
+                Some(_) = readers.join_next(), if !readers.is_empty() => {}
+            }
+        }
+        let drain = async { while readers.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(READER_DRAIN, drain).await;
+        readers.abort_all();
+        if self.mode == Mode::Hybrid {
+            // The native half's end is the logical connection's end.
+            return;
+        }
+        let reason = self.disconnect_reason();
+        let _ = self.events.send(Event::Disconnected {
+            connection: self.id(),
+            reason,
+        });
+    }
+
+    fn disconnect_reason(&self) -> DisconnectReason {
+        let local = self.lock_send().closing;
+        match self.conn.close_reason() {
+            Some(ConnectionError::ApplicationClosed(close)) => DisconnectReason::Remote {
+                code: u16::try_from(close.error_code.into_inner()).unwrap_or(u16::MAX),
+            },
+            Some(ConnectionError::LocallyClosed) | None => match local {
+                Some(SHUTDOWN_CODE) => DisconnectReason::Shutdown,
+                Some(code) => DisconnectReason::Local { code },
+                None => DisconnectReason::Shutdown,
+            },
+            Some(_) => DisconnectReason::Timeout,
+        }
+    }
+
+    /// Reads one incoming stream: its kind byte, then length-prefixed frames.
+    async fn read_stream(self: Arc<Self>, mut stream: RecvStream) {
+        let mut kind = [0u8; 1];
+        if stream.read_exact(&mut kind).await.is_err() {
+            return;
+        }
+        let kind = kind[0];
+        let max = if kind == FALLBACK_STREAM {
+            self.recv_channels
+                .iter()
+                .filter(|c| !c.kind.is_reliable())
+                .map(|c| c.max_message_size + 3)
+                .max()
+        } else {
+            self.recv_channels
+                .get(usize::from(kind))
+                .filter(|c| c.kind.is_reliable())
+                .map(|c| c.max_message_size)
+        };
+        let Some(max) = max else {
+            return self.violation();
+        };
+        {
+            let mut recv = self.lock_recv();
+            if recv.opened.contains(&kind) {
+                // A second stream for one channel would break its order.
+                drop(recv);
+                return self.violation();
+            }
+            recv.opened.push(kind);
+        }
+        let mut buf = BytesMut::new();
+        loop {
+            loop {
+                match take_frame(&mut buf, max) {
+                    Ok(Some(frame)) if kind == FALLBACK_STREAM => self.on_datagram(frame),
+                    Ok(Some(frame)) => self.deliver(kind, frame),
+                    Ok(None) => break,
+                    Err(_) => return self.violation(),
+                }
+            }
+            match stream.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    }
+
+    /// A datagram body, from a DATAGRAM frame or the fallback stream.
+    fn on_datagram(&self, body: Bytes) {
+        let channels = &self.recv_channels;
+        let decoded = DatagramHeader::decode(body, |channel| {
+            match channels.get(usize::from(channel))?.kind {
+                ChannelKind::Unreliable => Some(false),
+                ChannelKind::UnreliableSequenced => Some(true),
+                _ => None,
+            }
+        });
+        let Ok((header, payload)) = decoded else {
+            self.lock_recv().malformed += 1;
+            return;
+        };
+        let index = usize::from(header.channel);
+        let mut recv = self.lock_recv();
+        if payload.len() > channels[index].max_message_size {
+            recv.malformed += 1;
+            return;
+        }
+        if let Some(wire) = header.seq {
+            let latest = recv.latest[index];
+            let full = crate::seq::extend(latest.map_or(0, |l| l + 1), wire);
+            if latest.is_some_and(|l| full <= l) {
+                recv.stats[index].messages_dropped += 1;
+                return;
+            }
+            recv.latest[index] = Some(full);
+        }
+        drop(recv);
+        self.deliver(header.channel, payload);
+    }
+
+    fn deliver(&self, channel: u8, data: Bytes) {
+        if let Some(stats) = self.lock_recv().stats.get_mut(usize::from(channel)) {
+            stats.messages_delivered += 1;
+            stats.bytes_delivered += data.len() as u64;
+        }
+        let _ = self.events.send(Event::Message {
+            connection: self.id(),
+            channel: ChannelId(channel),
+            data,
+        });
+    }
+
+    /// The peer broke the mapping: count it and close the connection.
+    fn violation(&self) {
+        self.lock_recv().malformed += 1;
+        self.abort(VIOLATION_CODE);
+    }
+
+    fn lock_send(&self) -> MutexGuard<'_, SendState> {
+        // A panic while holding the lock is a bug elsewhere; the state itself stays usable.
+        self.send.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_recv(&self) -> MutexGuard<'_, RecvState> {
+        self.recv.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Writer {
+    /// A writer for a new unidirectional stream that starts with `kind`.
+    fn spawn(conn: quinn::Connection, kind: u8, drained: Arc<Notify>) -> Self {
+        let (queue, messages) = mpsc::unbounded_channel();
+        let buffered = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(write_stream(
+            conn,
+            kind,
+            messages,
+            Arc::clone(&buffered),
+            drained,
+        ));
+        Self {
+            queue,
+            buffered,
+            task,
+        }
+    }
+
+    /// Queues a frame body unless `limit` bytes are already waiting.
+    fn push(&self, data: Bytes, limit: usize, channel: ChannelId) -> Result<(), SendError> {
+        let len = data.len();
+        if self.buffered.load(Ordering::Acquire) + len > limit {
+            return Err(SendError::BufferFull { channel, data });
+        }
+        self.buffered.fetch_add(len, Ordering::AcqRel);
+        self.queue
+            .send(data)
+            .map_err(|refused| SendError::NotConnected(refused.0))
+    }
+}
+
+/// Writes one stream: the kind byte, then each queued body as a length-prefixed frame, several
+/// per write; finishes the stream (and waits for the peer to acknowledge it) once the queue
+/// closes.
+async fn write_stream(
+    conn: quinn::Connection,
+    kind: u8,
+    mut messages: mpsc::UnboundedReceiver<Bytes>,
+    buffered: Arc<AtomicUsize>,
+    drained: Arc<Notify>,
+) {
+    let Ok(mut stream) = conn.open_uni().await else {
+        return;
+    };
+    let mut buf = BytesMut::with_capacity(WRITE_BATCH + framing::LENGTH_PREFIX);
+    buf.extend_from_slice(&[kind]);
+    while let Some(first) = messages.recv().await {
+        let mut taken = first.len();
+        put_frame(&mut buf, &first);
+        while buf.len() < WRITE_BATCH {
+            let Ok(next) = messages.try_recv() else {
+                break;
+            };
+            taken += next.len();
+            put_frame(&mut buf, &next);
+        }
+        let result = stream.write_chunk(buf.split().freeze()).await;
+        buffered.fetch_sub(taken, Ordering::AcqRel);
+        drained.notify_waiters();
+        if result.is_err() {
+            return;
+        }
+    }
+    let _ = stream.finish();
+    let _ = stream.stopped().await;
+}
