@@ -16,7 +16,6 @@ use tickwire::ChannelId;
 fn play(pair: &mut support::Pair, duration: Duration) {
     let ticks = (duration.as_millis() / 16) as usize;
     for _ in 0..ticks {
-        let now = pair.sim.now();
         let to_server = pair.to_server;
         let to_client = pair.to_client;
         let _ = pair.sim.endpoint_mut(pair.client).send(
@@ -29,7 +28,6 @@ fn play(pair: &mut support::Pair, duration: Duration) {
             ChannelId(0),
             Bytes::from_static(&[2; 64]),
         );
-        let _ = now;
         pair.sim.run_for(Duration::from_millis(16)).unwrap();
         while pair.sim.poll_event(pair.client).is_some() {}
         while pair.sim.poll_event(pair.server).is_some() {}

@@ -501,7 +501,12 @@ impl HubState {
 
     fn handle_report(&mut self, report: Report) {
         match report {
-            Report::Committed(committed) => self.handle_commit(committed),
+            Report::Committed(committed, flushes) => {
+                self.handle_commit(committed);
+                for reply in flushes {
+                    let _ = reply.send(());
+                }
+            }
             Report::Failed(error) => {
                 self.totals.db_errors += 1;
                 self.totals.last_db_error = Some(error);

@@ -46,8 +46,9 @@ pub(crate) enum WriteOp {
 
 /// What the writer tells the hub.
 pub(crate) enum Report {
-    /// A transaction committed.
-    Committed(Committed),
+    /// A transaction committed; the flushes it answers, for the hub to reply to once it has
+    /// taken the commit (and every report before it) into its state.
+    Committed(Committed, Vec<oneshot::Sender<()>>),
     /// A transaction failed (its rows are kept and tried again).
     Failed(String),
     /// Commands that appeared in the queue, oldest first.
@@ -217,10 +218,8 @@ impl Writer {
                 self.readings.clear();
                 self.alerts.clear();
                 self.first_pending = None;
-                for reply in self.flushes.drain(..) {
-                    let _ = reply.send(());
-                }
-                let _ = self.results.send(Report::Committed(committed));
+                let flushes = std::mem::take(&mut self.flushes);
+                let _ = self.results.send(Report::Committed(committed, flushes));
                 true
             }
             Err(error) => {
