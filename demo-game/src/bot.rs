@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::client::{ClientConfig, GameClient, ViewSample};
 use crate::entity::Thing;
-use crate::net::{driver_config, Access, NetOptions, Role};
+use crate::net::{connect_hint, driver_config, Access, NetOptions, Role};
 use crate::percentile::percentile;
 use crate::world::{Body, Input};
 
@@ -195,7 +195,10 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
     let mut client = match GameClient::connect(client_config).await {
         Ok(client) => client,
         Err(error) => {
-            outcome.connect_error = Some(error.to_string());
+            outcome.connect_error = Some(match connect_hint(&error, &net) {
+                Some(hint) => format!("{error}; {hint}"),
+                None => error.to_string(),
+            });
             return outcome;
         }
     };

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use crate::bot::{run_bots, BotsConfig, BotsSummary};
 use crate::client::{ClientConfig, GameClient};
 use crate::local::{run_local, LocalConfig};
-use crate::net::{driver_config, Access, NetOptions, Role};
+use crate::net::{connect_hint, driver_config, Access, NetOptions, Role};
 use crate::server::{GameServer, ServerConfig, ServerError};
 use crate::tokens::{self, TokenFileError};
 use crate::tui::TuiError;
@@ -330,12 +330,14 @@ pub enum CliError {
     /// One token for many bots.
     #[error("a token admits one client, so --token needs --count 1; for many bots give --key FILE and each bot mints its own")]
     TokenForManyBots,
-    /// A client with a token got no answer.
-    #[error("{source}; a secure server silently drops tokens it does not accept: check that the token was minted with the server's key and for the address dialled")]
-    TokenRefused {
+    /// The client could not connect, with a hint about secure servers.
+    #[error("{source}; {hint}")]
+    ConnectHint {
         /// The driver's error.
         #[source]
-        source: ClientError,
+        source: Box<ClientError>,
+        /// What to check.
+        hint: &'static str,
     },
 }
 
@@ -501,11 +503,12 @@ async fn play(args: PlayArgs) -> Result<(), CliError> {
         record_views: 0,
     })
     .await
-    .map_err(|source| match (&options.access, source) {
-        (Access::Token(_), source @ ClientError::Timeout { .. }) => {
-            CliError::TokenRefused { source }
-        }
-        (_, source) => CliError::Connect(source),
+    .map_err(|source| match connect_hint(&source, &options) {
+        Some(hint) => CliError::ConnectHint {
+            source: Box::new(source),
+            hint,
+        },
+        None => CliError::Connect(source),
     })?;
     warn_unpinned(client.transport(), &options, server);
     crate::tui::run(client).await?;

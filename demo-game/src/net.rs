@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tickwire::sim::LinkConfig;
 use tickwire::{
-    CertFingerprint, Config, ConnectToken, DriverConfig, PrivateKey, Security, ServerVerification,
-    TokenSecurity, Transport,
+    CertFingerprint, ClientError, Config, ConnectToken, DriverConfig, PrivateKey, QuicError,
+    Security, ServerVerification, TokenSecurity, Transport,
 };
 
 use crate::protocol::endpoint_config;
@@ -120,6 +120,27 @@ pub fn driver_config(role: Role, options: &NetOptions) -> DriverConfig {
         Access::Token(token) => config.endpoint.connect_token = Some(token.clone()),
     }
     config
+}
+
+/// What to add to a connect failure's message, given the options dialled with: a secure
+/// server drops what it does not accept in silence, so a bare timeout would mislead.
+pub fn connect_hint(error: &ClientError, options: &NetOptions) -> Option<&'static str> {
+    let timed_out = match error {
+        ClientError::Timeout { .. } => true,
+        ClientError::Quic(QuicError::HandshakeTimeout { .. }) => {
+            options.transport == Transport::Auto
+        }
+        _ => false,
+    };
+    match (&options.access, timed_out) {
+        (Access::Token(_), true) => Some(
+            "a secure server silently drops tokens it does not accept: check that the token was minted with the server's key and for the address dialled",
+        ),
+        (Access::Open, true) => Some(
+            "if the server runs with --secure, it needs a connect token: pass --token FILE (bots: --key FILE)",
+        ),
+        _ => None,
+    }
 }
 
 /// The game's protocol id, which every connect token must carry.
