@@ -280,6 +280,9 @@ pub struct LocalArgs {
     /// Snapshots per second.
     #[arg(long, default_value_t = 30, value_name = "HZ")]
     pub snapshot_hz: u32,
+    /// The transport you and the bots dial (the server serves both): native, quic or auto.
+    #[arg(long, value_enum, default_value_t = DialTransport::Native)]
+    pub transport: DialTransport,
     /// Simulated network on your connection.
     #[command(flatten)]
     pub net: NetArgs,
@@ -592,7 +595,10 @@ async fn local(args: LocalArgs) -> Result<(), CliError> {
         name: args.name,
         tick_hz: args.tick_hz,
         snapshot_hz: args.snapshot_hz,
-        net: args.net.options(),
+        net: NetOptions {
+            transport: args.transport.transport(),
+            ..args.net.options()
+        },
     })
     .await
 }
