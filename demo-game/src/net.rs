@@ -38,6 +38,9 @@ pub struct NetOptions {
 }
 
 /// Who may connect: everyone, or connect-token holders (a secure session, native transport).
+///
+/// Tokens are checked on the native transport only: a server that requires them should serve
+/// `Transport::Native`, or QUIC clients would get in without one (the CLI refuses the mix).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub enum Access {
     /// No tokens: the plain protocol.
@@ -184,5 +187,47 @@ mod tests {
         driver_config(Role::Server { max_players: 64 }, &options)
             .validate()
             .unwrap();
+    }
+
+    #[test]
+    fn transport_pin_and_tokens_reach_the_driver() {
+        let fingerprint = CertFingerprint([7; 32]);
+        let client = driver_config(
+            Role::Client,
+            &NetOptions {
+                transport: Transport::Quic,
+                server_cert_sha256: Some(fingerprint),
+                ..NetOptions::default()
+            },
+        );
+        assert_eq!(client.transport, Transport::Quic);
+        assert_eq!(
+            client.quic.verification,
+            ServerVerification::Pinned(fingerprint)
+        );
+        let key = PrivateKey::generate();
+        let addr: SocketAddr = "127.0.0.1:7777".parse().unwrap();
+        let server = driver_config(
+            Role::Server { max_players: 8 },
+            &NetOptions {
+                access: Access::RequireTokens {
+                    key: key.clone(),
+                    public_addresses: vec![addr],
+                },
+                ..NetOptions::default()
+            },
+        );
+        assert!(!server.endpoint.security.is_unsecured());
+        server.validate().unwrap();
+        let token = crate::tokens::mint(&key, addr, 1, Duration::from_secs(30)).unwrap();
+        assert_eq!(token.protocol_id(), protocol_id());
+        let client = driver_config(
+            Role::Client,
+            &NetOptions {
+                access: Access::Token(token.clone()),
+                ..NetOptions::default()
+            },
+        );
+        assert_eq!(client.endpoint.connect_token, Some(token));
     }
 }
