@@ -9,11 +9,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tickwire::snapshot::{EntityId, View};
+use tickwire::{PrivateKey, Transport};
 use tokio::sync::watch;
 
 use crate::client::{ClientConfig, GameClient, ViewSample};
 use crate::entity::Thing;
-use crate::net::{driver_config, NetOptions, Role, TRANSPORT};
+use crate::net::{connect_hint, driver_config, Access, NetOptions, Role};
 use crate::percentile::percentile;
 use crate::world::{Body, Input};
 
@@ -89,6 +90,11 @@ pub struct BotsConfig {
     pub frame_hz: u32,
     /// Name prefix.
     pub name: String,
+    /// Secure servers: each bot mints its own connect token with this key (a test and demo
+    /// shortcut; a real client gets its token from a backend). `None`: use `net.access`.
+    pub mint_tokens: Option<PrivateKey>,
+    /// The client id of bot 0's minted token; bot `i` gets this + `i`.
+    pub first_client_id: u64,
 }
 
 impl BotsConfig {
@@ -102,6 +108,8 @@ impl BotsConfig {
             record_views: 0,
             frame_hz: 60,
             name: "bot".into(),
+            mint_tokens: None,
+            first_client_id: 1,
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct BotOutcome {
     pub name: String,
     /// Its player's entity id, once welcomed.
     pub player: Option<EntityId>,
+    /// The transport it connected over.
+    pub transport: Option<Transport>,
     /// Why it could not connect, if it could not.
     pub connect_error: Option<String>,
     /// Why it was dropped before the end, if it was.
@@ -162,10 +172,20 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
         name: name.clone(),
         ..BotOutcome::default()
     };
-    let net = NetOptions {
+    let mut net = NetOptions {
         seed: config.net.seed ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-        ..config.net
+        ..config.net.clone()
     };
+    if let Some(key) = &config.mint_tokens {
+        let client_id = config.first_client_id.wrapping_add(index as u64);
+        match crate::tokens::mint(key, config.server, client_id, Duration::from_secs(30)) {
+            Ok(token) => net.access = Access::Token(token),
+            Err(error) => {
+                outcome.connect_error = Some(error.to_string());
+                return outcome;
+            }
+        }
+    }
     let client_config = ClientConfig {
         server: config.server,
         name,
@@ -175,7 +195,10 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
     let mut client = match GameClient::connect(client_config).await {
         Ok(client) => client,
         Err(error) => {
-            outcome.connect_error = Some(error.to_string());
+            outcome.connect_error = Some(match connect_hint(&error, &net) {
+                Some(hint) => format!("{error}; {hint}"),
+                None => error.to_string(),
+            });
             return outcome;
         }
     };
@@ -218,6 +241,7 @@ async fn run_bot(config: BotsConfig, index: usize, mut stop: watch::Receiver<boo
         }
     }
     outcome.played = started.elapsed();
+    outcome.transport = Some(client.transport());
     outcome.player = client.welcome().map(|w| w.player);
     outcome.snapshots_received = client.snapshots_received();
     outcome.rtt_ms = client.meter().all_rtt_ms.clone();
@@ -261,7 +285,8 @@ pub struct BotsSummary {
     pub prediction_error_p99: f64,
     /// Longest any bot went without a snapshot, ms.
     pub max_snapshot_age_ms: f64,
-    /// The transport.
+    /// The transport the connected bots used: `native`, `quic`, or `mixed`; `none` when no
+    /// bot connected.
     pub transport: &'static str,
     /// Why bots failed to connect or were dropped.
     pub failures: Vec<String>,
@@ -325,7 +350,7 @@ impl BotsSummary {
                     .map(|o| o.max_snapshot_age.as_secs_f64() * 1e3)
                     .fold(0.0, f64::max),
             ),
-            transport: TRANSPORT,
+            transport: transport_of(&connected),
             failures,
         }
     }
@@ -342,6 +367,16 @@ fn round2(x: f64) -> f64 {
 
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
+}
+
+/// The one transport all connected bots used, `mixed` if they differ, `none` without any.
+fn transport_of(connected: &[&BotOutcome]) -> &'static str {
+    let mut used = connected.iter().filter_map(|o| o.transport);
+    match used.next() {
+        None => "none",
+        Some(first) if used.all(|t| t == first) => first.name(),
+        Some(_) => "mixed",
+    }
 }
 
 /// Chance per decision that a bot starts charging at the nearest player.

@@ -17,7 +17,7 @@ use tickwire::snapshot::{
     BufferConfig, ClockConfig, EntityId, SampleKind, ServerClock, SnapshotBuffer, SnapshotClient,
     SnapshotConfig, View,
 };
-use tickwire::{Client, ClientError, DisconnectReason, DriverConfig, Event};
+use tickwire::{Client, ClientError, DisconnectReason, DriverConfig, Event, Transport};
 
 use crate::entity::{Scene, Thing};
 use crate::meter::NetMeter;
@@ -260,6 +260,11 @@ impl GameClient {
             }
         }
         frame
+    }
+
+    /// The transport this client connected over (`native` or `quic`).
+    pub fn transport(&self) -> Transport {
+        self.net.transport()
     }
 
     /// The newest snapshot's coins and players as decoded (no interpolation): cheap, for bots.

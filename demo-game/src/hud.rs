@@ -11,7 +11,6 @@ use ratatui::widgets::{Block, Paragraph, Sparkline};
 use ratatui::Frame;
 
 use crate::client::GameClient;
-use crate::net::TRANSPORT;
 
 /// Rows the HUD takes.
 pub const HUD_HEIGHT: u16 = 5;
@@ -58,7 +57,7 @@ impl HudFigures {
             interpolation_ms: client.interpolation_delay().as_secs_f64() * 1e3,
             corrections: client.prediction().0,
             bad_network: client.bad_network(),
-            transport: TRANSPORT,
+            transport: client.transport().name(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! | [`entity`] | what a snapshot carries per entity, bit-packed; the interpolated scene |
 //! | [`protocol`] | channels and messages |
 //! | [`net`] | the driver configuration, built in one place from the network options |
+//! | [`tokens`] | key and connect-token files: generate, mint, load |
 //! | [`server`] | the authoritative tick loop |
 //! | [`client`] | the network side of a player: prediction, reconciliation, interpolation |
 //! | [`prediction`] | the local player's predicted state and its corrections |
@@ -36,5 +37,6 @@ pub mod percentile;
 pub mod prediction;
 pub mod protocol;
 pub mod server;
+pub mod tokens;
 pub mod tui;
 pub mod world;

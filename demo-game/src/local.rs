@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tickwire::Transport;
 use tokio::sync::watch;
 
 use crate::bot::{run_bots, BotsConfig};
@@ -22,7 +23,7 @@ pub struct LocalConfig {
     pub tick_hz: u32,
     /// Snapshot rate.
     pub snapshot_hz: u32,
-    /// Simulated network on your connection.
+    /// Simulated network and transport of your connection; the bots use the same transport.
     pub net: NetOptions,
 }
 
@@ -36,16 +37,18 @@ pub async fn run_local(config: LocalConfig) -> Result<(), CliError> {
             Role::Server {
                 max_players: config.bots + 1,
             },
-            &NetOptions::default(),
+            &NetOptions {
+                transport: Transport::Auto,
+                ..NetOptions::default()
+            },
         ),
         ..ServerConfig::default()
     })
     .await?;
     let (stop, stopped) = watch::channel(false);
-    let bots = tokio::spawn(run_bots(
-        BotsConfig::new(server.local_addr(), config.bots, None),
-        stopped,
-    ));
+    let mut bots = BotsConfig::new(server.local_addr(), config.bots, None);
+    bots.net.transport = config.net.transport;
+    let bots = tokio::spawn(run_bots(bots, stopped));
     let result = async {
         let client = GameClient::connect(ClientConfig {
             server: server.local_addr(),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use thiserror::Error;
 use tickwire::snapshot::{EntityId, SnapshotConfig, SnapshotServer};
-use tickwire::{BindError, ConnectionId, DriverConfig, Event, Server};
+use tickwire::{BindError, CertFingerprint, ConnectionId, DriverConfig, Event, Server, Transport};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -85,6 +85,8 @@ pub struct ServerStatus {
     pub tick: u64,
     /// Players in the game.
     pub players: usize,
+    /// Of those, players connected over QUIC (the rest use native UDP, or hybrid).
+    pub quic_players: usize,
     /// Tick processing time (events, simulation, snapshots), median over the last second's
     /// ticks with players in the game, µs.
     pub tick_us_p50: f64,
@@ -129,6 +131,8 @@ pub type TickState = (u64, Vec<(EntityId, Body)>);
 /// A running game server; dropping it stops the loop.
 pub struct GameServer {
     local_addr: SocketAddr,
+    quic_addr: Option<SocketAddr>,
+    cert_sha256: Option<CertFingerprint>,
     shared: Arc<Mutex<Shared>>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
@@ -148,11 +152,15 @@ impl GameServer {
         }
         let net = Server::bind(config.bind, config.driver.clone()).await?;
         let local_addr = net.local_addr();
+        let quic_addr = net.quic_addr();
+        let cert_sha256 = net.cert_sha256();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(run(net, config, Arc::clone(&shared), stopped));
         Ok(Self {
             local_addr,
+            quic_addr,
+            cert_sha256,
             shared,
             stop,
             task: Some(task),
@@ -162,6 +170,16 @@ impl GameServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address QUIC listens on, when the server serves QUIC.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
+    /// The SHA-256 of the QUIC certificate, for clients to pin, when the server serves QUIC.
+    pub fn cert_sha256(&self) -> Option<CertFingerprint> {
+        self.cert_sha256
     }
 
     /// The last second's figures.
@@ -229,6 +247,8 @@ struct Peer {
     inputs: BTreeMap<u64, Input>,
     /// The input applied last, repeated while none arrives.
     last_input: Input,
+    /// The transport it connected over.
+    transport: Transport,
 }
 
 struct Loop {
@@ -351,12 +371,14 @@ impl Loop {
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Connected { connection, .. } => {
+                let transport = self.net.transport_of(connection).unwrap_or_default();
                 self.peers.insert(
                     connection,
                     Peer {
                         player: None,
                         inputs: BTreeMap::new(),
                         last_input: Input::NONE,
+                        transport,
                     },
                 );
                 self.snapshots.add_client(connection);
@@ -591,6 +613,11 @@ impl Loop {
         let mut tick_us = std::mem::take(&mut self.tick_us);
         let (bytes, count) = std::mem::take(&mut self.snapshot_bytes);
         let players = self.world.players().count();
+        let quic_players = self
+            .peers
+            .values()
+            .filter(|p| p.player.is_some() && p.transport == Transport::Quic)
+            .count();
         let mut shared = lock(&self.shared);
         if shared.all_tick_us.len() + tick_us.len() <= MAX_TICK_SAMPLES {
             shared.all_tick_us.extend_from_slice(&tick_us);
@@ -601,6 +628,7 @@ impl Loop {
         shared.status = ServerStatus {
             tick: self.world.tick(),
             players,
+            quic_players,
             tick_us_p50: percentile(&mut tick_us, 50.0),
             tick_us_p99: percentile(&mut tick_us, 99.0),
             bytes_out_per_sec: (out as f64 / elapsed) as u64,

@@ -1,6 +1,7 @@
 //! The demo-game terminal client under a pseudo-terminal: `demo-game local --bots 2` draws the
 //! arena and the HUD, and quits cleanly (exit status 0) on `q`; in a terminal that is too small
-//! it says the minimum size and exits with status 1.
+//! it says the minimum size and exits with status 1. With `--transport quic` the HUD shows
+//! `quic`.
 
 use std::io::{Read, Write};
 use std::sync::mpsc;
@@ -114,6 +115,25 @@ fn renders_the_arena_and_quits_on_q() {
         session.seen.contains("\u{1b}[?1049l"),
         "the alternate screen was not left"
     );
+}
+
+#[test]
+fn the_hud_shows_quic_when_playing_over_quic() {
+    let mut session = Session::start(&["local", "--bots", "1", "--transport", "quic"], 100, 32);
+    let drawn = session.wait_for(
+        &["Tickwire arena", "transport", "quic"],
+        Duration::from_secs(20),
+    );
+    assert!(
+        drawn,
+        "no quic in the HUD; output so far:\n{}",
+        session.seen
+    );
+    session.writer.write_all(b"q").expect("type q");
+    session.writer.flush().expect("flush");
+    let code = session.exit_code(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "output:\n{}", session.seen);
+    assert!(!session.seen.contains("panicked"), "{}", session.seen);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! and the comparison of each bot's interpolated view with the server's recorded states.
 #![allow(dead_code, unreachable_pub)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use demo_game::bot::{run_bots, BotOutcome, BotsConfig};
@@ -18,17 +19,36 @@ pub struct Run {
 
 /// A server and `count` bots playing for `duration`, the bots' sockets on `net`.
 pub async fn play(count: usize, duration: Duration, net: NetOptions) -> Run {
+    play_over(
+        "127.0.0.1:0".parse().unwrap(),
+        NetOptions::default(),
+        count,
+        duration,
+        |bots| bots.net = net,
+    )
+    .await
+}
+
+/// A server on `bind` with `server` options (transport, access) and `count` bots playing for
+/// `duration`, their settings adjusted by `setup`.
+pub async fn play_over(
+    bind: SocketAddr,
+    server: NetOptions,
+    count: usize,
+    duration: Duration,
+    setup: impl FnOnce(&mut BotsConfig),
+) -> Run {
     let server = GameServer::start(ServerConfig {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        driver: driver_config(Role::Server { max_players: 64 }, &NetOptions::default()),
+        bind,
+        driver: driver_config(Role::Server { max_players: 64 }, &server),
         history_ticks: 60 * 20,
         ..ServerConfig::default()
     })
     .await
     .expect("start the server");
     let mut config = BotsConfig::new(server.local_addr(), count, Some(duration));
-    config.net = net;
     config.record_views = 60 * 20;
+    setup(&mut config);
     let (_stop, stopped) = watch::channel(false);
     let bots = tokio::time::timeout(
         duration + Duration::from_secs(20),
