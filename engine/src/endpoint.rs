@@ -733,19 +733,8 @@ impl Endpoint {
             return;
         }
         // The cookie first: it is cheap and proves the address before any decryption.
-        match self
-            .cookies
-            .verify(now, from, request.nonce, cookie, &mut self.rng)
-        {
-            Ok(()) => {}
-            Err(CookieError::Invalid) => {
-                self.stats.dropped.cookie_invalid += 1;
-                return;
-            }
-            Err(CookieError::Expired) => {
-                self.stats.dropped.cookie_expired += 1;
-                return;
-            }
+        if !self.cookie_valid(now, from, request.nonce, cookie) {
+            return;
         }
         if let Err(reason) = self.check_request(&request) {
             self.reject(from, request.nonce, reason);
@@ -866,19 +855,8 @@ impl Endpoint {
             self.stats.dropped.unexpected += 1;
             return;
         }
-        match self
-            .cookies
-            .verify(now, from, request.nonce, cookie, &mut self.rng)
-        {
-            Ok(()) => {}
-            Err(CookieError::Invalid) => {
-                self.stats.dropped.cookie_invalid += 1;
-                return;
-            }
-            Err(CookieError::Expired) => {
-                self.stats.dropped.cookie_expired += 1;
-                return;
-            }
+        if !self.cookie_valid(now, from, request.nonce, cookie) {
+            return;
         }
         if let Err(reason) = self.check_request(&request) {
             self.reject(from, request.nonce, reason);
@@ -935,6 +913,27 @@ impl Endpoint {
             }
         }
         self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    /// Checks a handshake cookie for `from` and `nonce`, counting a refusal by its reason.
+    fn cookie_valid(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nonce: u64,
+        cookie: &crate::cookie::Cookie,
+    ) -> bool {
+        match self.cookies.verify(now, from, nonce, cookie, &mut self.rng) {
+            Ok(()) => true,
+            Err(CookieError::Invalid) => {
+                self.stats.dropped.cookie_invalid += 1;
+                false
+            }
+            Err(CookieError::Expired) => {
+                self.stats.dropped.cookie_expired += 1;
+                false
+            }
+        }
     }
 
     fn reject(&mut self, to: SocketAddr, nonce: u64, reason: RejectReason) {
