@@ -14,6 +14,8 @@
 //! - **Readings are stored once.** Readings travel unreliably (several per datagram), each with
 //!   the sensor's sequence number and device timestamp; the sensor puts the readings of a batch
 //!   declared lost back into its backlog, and the database keeps each `(sensor, seq)` once.
+//!   Over QUIC, which reports no datagram's fate, readings take a reliable stream instead
+//!   (see [`protocol`]).
 //! - **Timestamps are corrected.** Each sensor's clock has an offset and a drift; the hub
 //!   estimates both from NTP-style pings and stores the device, corrected and receive times.
 //! - **Sleepy sensors get their commands.** Commands wait in the hub's database (so across
