@@ -399,6 +399,9 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    if args.secure.secure && args.transport != HubTransport::Native {
+        return Err(secure_needs_native());
+    }
     let key = load_key(&args.secure)?;
     let public_addr = args.public_addr.as_deref().map(resolve).transpose()?;
     let config = HubConfig {
