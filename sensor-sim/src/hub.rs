@@ -17,7 +17,7 @@ use thiserror::Error;
 use tickwire::sim::LinkConfig;
 use tickwire::{
     typed, BindError, CertFingerprint, ConnectionId, Event, PrivateKey, Security, Server,
-    TokenSecurity, Transport,
+    ServerCertificate, TokenSecurity, Transport,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -50,6 +50,10 @@ pub struct HubConfig {
     /// The address sensors dial, which their tokens must name. Default `None`: `bind` (a
     /// wildcard bind needs it: tokens name one concrete address).
     pub public_addr: Option<SocketAddr>,
+    /// The certificate QUIC presents. Default: a new self-signed one at every start (the
+    /// command line uses [`certificate::persistent`](crate::certificate::persistent) instead,
+    /// so pins survive restarts).
+    pub certificate: ServerCertificate,
 }
 
 impl Default for HubConfig {
@@ -62,6 +66,7 @@ impl Default for HubConfig {
             transport: Transport::Native,
             key: None,
             public_addr: None,
+            certificate: ServerCertificate::default(),
         }
     }
 }
@@ -84,6 +89,9 @@ pub enum HubError {
     /// Secure mode on a wildcard address without a public address for the tokens.
     #[error("tokens name the exact address sensors dial, but the hub binds {0}: add --public-addr HOST:PORT (the address sensors use)")]
     NoPublicAddr(SocketAddr),
+    /// The QUIC certificate could not be made or saved.
+    #[error(transparent)]
+    Certificate(#[from] crate::certificate::CertificateError),
     /// The system clock is before 1970 (tokens carry Unix times).
     #[error("the system clock reads before 1970: set the clock (tokens carry Unix times)")]
     Clock,
@@ -108,6 +116,7 @@ impl Hub {
         let mut driver = protocol::hub_config();
         driver.link = config.link.clone();
         driver.transport = config.transport;
+        driver.quic.certificate = config.certificate.clone();
         let mut bind = config.bind;
         if let Some(key) = &config.key {
             if config.transport != Transport::Native {

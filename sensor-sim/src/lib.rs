@@ -26,6 +26,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`protocol`] | the messages, the channels they use, the driver configurations |
+//! | [`certificate`] | the hub's QUIC certificate, kept in its data directory |
 //! | [`clock`] | wall clock, simulated device clocks, the hub's offset and drift estimate |
 //! | [`store`] | the SQLite database: schema, batched writes, queries, export |
 //! | `writer` | the hub's database thread: transactions every 50 ms, commit reports, the command queue |
@@ -35,6 +36,7 @@
 //! | [`sensor`] | [`run_fleet`]: sensors with backlog, outbox, backoff and sleep |
 //! | [`summary`] | [`RunSummary`]: what was sent, judged against what was stored |
 
+pub mod certificate;
 pub mod clock;
 pub mod dashboard;
 pub mod hub;

@@ -404,10 +404,17 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     }
     let key = load_key(&args.secure)?;
     let public_addr = args.public_addr.as_deref().map(resolve).transpose()?;
+    // Kept in the data directory: a pinned fingerprint survives hub restarts.
+    let certificate = if args.transport == HubTransport::Native {
+        tickwire::ServerCertificate::default()
+    } else {
+        sensor_sim::certificate::persistent(&args.data_dir, &[])?
+    };
     let config = HubConfig {
         bind: args.bind,
         data_dir: args.data_dir.clone(),
         transport: args.transport.engine(),
+        certificate,
         key,
         public_addr,
         ..HubConfig::default()
