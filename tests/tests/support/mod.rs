@@ -34,7 +34,8 @@ pub async fn start_hub_at(dir: &std::path::Path, bind: std::net::SocketAddr) -> 
     .expect("start the hub")
 }
 
-/// A hub on a loopback port with these settings (transport, key), storing into `dir`.
+/// A hub on a loopback port with these settings (transport, key, certificate), storing into
+/// `dir`: `config.bind` and `config.data_dir` are replaced (use `Hub::start` to choose them).
 pub async fn start_hub_with(dir: &std::path::Path, config: HubConfig) -> Hub {
     Hub::start(HubConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
