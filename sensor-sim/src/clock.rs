@@ -11,6 +11,15 @@ pub fn unix_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// Whole seconds since the Unix epoch by the system clock (for connect tokens); `None` if the
+/// clock reads before 1970.
+pub fn unix_seconds() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 /// A simulated device clock: `device = true + offset + drift * (true - origin)`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct DeviceClock {

@@ -76,7 +76,10 @@ impl Dashboard {
             Line::from(vec![
                 Span::raw(format!("sensors  {:>8}  ", t.sensors)),
                 Span::styled(format!("{} awake", t.awake), Style::new().fg(Color::Green)),
-                Span::raw(", "),
+                Span::raw(format!(
+                    " ({} native, {} quic), ",
+                    t.awake_native, t.awake_quic
+                )),
                 Span::styled(format!("{} asleep", t.asleep), Style::new().fg(Color::Cyan)),
             ]),
             Line::from(vec![
@@ -348,6 +351,7 @@ mod tests {
             sensor_id,
             kind: Some(SensorKind::Humidity),
             state,
+            transport: None,
             sleepy: state == "asleep",
             last_seen_s: Some(0.5),
             readings_received: 1000,

@@ -15,7 +15,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use thiserror::Error;
 use tickwire::sim::LinkConfig;
-use tickwire::{typed, BindError, ConnectionId, Event, Server};
+use tickwire::{
+    typed, BindError, CertFingerprint, ConnectionId, Event, PrivateKey, Security, Server,
+    ServerCertificate, TokenSecurity, Transport,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::{unix_micros, ClockEstimator};
@@ -37,6 +40,20 @@ pub struct HubConfig {
     /// An awake sensor not heard from for this long is shown as stale (a sleepy one: this long
     /// past its announced wake). Default 5 s.
     pub stale_after: Duration,
+    /// What to serve: `Native` (Tickwire over UDP on `bind`), `Quic` (QUIC only, on the port
+    /// after `bind`'s) or `Auto` (both). Default `Native`.
+    pub transport: Transport,
+    /// Require connect tokens sealed with this key (secure native sessions). Default `None`:
+    /// anyone may connect. Only with `Transport::Native`: QUIC sessions carry no token, so a
+    /// QUIC listener beside a secure native one would be a way around it.
+    pub key: Option<PrivateKey>,
+    /// The address sensors dial, which their tokens must name. Default `None`: `bind` (a
+    /// wildcard bind needs it: tokens name one concrete address).
+    pub public_addr: Option<SocketAddr>,
+    /// The certificate QUIC presents. Default: a new self-signed one at every start (the
+    /// command line uses [`certificate::persistent`](crate::certificate::persistent) instead,
+    /// so pins survive restarts).
+    pub certificate: ServerCertificate,
 }
 
 impl Default for HubConfig {
@@ -46,6 +63,10 @@ impl Default for HubConfig {
             data_dir: PathBuf::from("./hub-data"),
             link: None,
             stale_after: Duration::from_secs(5),
+            transport: Transport::Native,
+            key: None,
+            public_addr: None,
+            certificate: ServerCertificate::default(),
         }
     }
 }
@@ -62,12 +83,27 @@ pub enum HubError {
     /// The database thread could not be started.
     #[error("could not start the database thread: {0}")]
     Thread(#[source] std::io::Error),
+    /// Connect tokens were asked for together with QUIC.
+    #[error("secure mode (connect tokens) covers native sessions only, but transport {0} serves QUIC, which takes no token: use --transport native with --secure (QUIC is encrypted by TLS; pin the certificate instead)")]
+    SecureNeedsNative(Transport),
+    /// Secure mode on a wildcard address without a public address for the tokens.
+    #[error("tokens name the exact address sensors dial, but the hub binds {0}: add --public-addr HOST:PORT (the address sensors use)")]
+    NoPublicAddr(SocketAddr),
+    /// The QUIC certificate could not be made or saved.
+    #[error(transparent)]
+    Certificate(#[from] crate::certificate::CertificateError),
+    /// The system clock is before 1970 (tokens carry Unix times).
+    #[error("the system clock reads before 1970: set the clock (tokens carry Unix times)")]
+    Clock,
 }
 
 /// A running hub.
 pub struct Hub {
     control: mpsc::UnboundedSender<Control>,
     local_addr: SocketAddr,
+    transport: Transport,
+    quic_addr: Option<SocketAddr>,
+    cert_sha256: Option<CertFingerprint>,
     task: tokio::task::JoinHandle<HubStatus>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
@@ -79,8 +115,29 @@ impl Hub {
         let store = Store::open(&config.data_dir)?;
         let mut driver = protocol::hub_config();
         driver.link = config.link.clone();
-        let server = Server::bind(config.bind, driver).await?;
+        driver.transport = config.transport;
+        driver.quic.certificate = config.certificate.clone();
+        let mut bind = config.bind;
+        if let Some(key) = &config.key {
+            if config.transport != Transport::Native {
+                return Err(HubError::SecureNeedsNative(config.transport));
+            }
+            if bind.port() == 0 && config.public_addr.is_none() {
+                // Tokens name a concrete port: pick a free one now (tests, `run`).
+                bind = free_port(bind)?;
+            }
+            let public = config.public_addr.unwrap_or(bind);
+            if public.ip().is_unspecified() || public.port() == 0 {
+                return Err(HubError::NoPublicAddr(config.bind));
+            }
+            let unix_now = crate::clock::unix_seconds().ok_or(HubError::Clock)?;
+            driver.endpoint.security =
+                Security::Tokens(TokenSecurity::new(key.clone(), vec![public], unix_now));
+        }
+        let server = Server::bind(bind, driver).await?;
         let local_addr = server.local_addr();
+        let quic_addr = server.quic_addr();
+        let cert_sha256 = server.cert_sha256();
         let (results_tx, results) = mpsc::unbounded_channel();
         let (ops, writer) = writer::spawn(store, results_tx).map_err(HubError::Thread)?;
         let (control, control_rx) = mpsc::unbounded_channel();
@@ -89,6 +146,9 @@ impl Hub {
         Ok(Self {
             control,
             local_addr,
+            transport: config.transport,
+            quic_addr,
+            cert_sha256,
             task,
             writer: Some(writer),
         })
@@ -97,6 +157,22 @@ impl Hub {
     /// The address the hub listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Whether the hub serves native UDP (on [`local_addr`](Self::local_addr)).
+    pub fn serves_native(&self) -> bool {
+        self.transport != Transport::Quic
+    }
+
+    /// The address QUIC listens on, when the hub serves QUIC.
+    pub fn quic_addr(&self) -> Option<SocketAddr> {
+        self.quic_addr
+    }
+
+    /// The SHA-256 fingerprint of the hub's QUIC certificate, for sensors to pin
+    /// (`--server-cert-sha256`), when the hub serves QUIC.
+    pub fn cert_sha256(&self) -> Option<CertFingerprint> {
+        self.cert_sha256
     }
 
     /// Queues a command for a sensor (known yet or not). It is stored in the database first
@@ -164,6 +240,10 @@ pub struct HubTotals {
     pub sensors: usize,
     /// Sensors connected now.
     pub awake: usize,
+    /// Of the awake sensors, those connected over native UDP.
+    pub awake_native: usize,
+    /// Of the awake sensors, those connected over QUIC.
+    pub awake_quic: usize,
     /// Sensors asleep as announced.
     pub asleep: usize,
     /// Sensors not heard from for too long.
@@ -209,6 +289,8 @@ pub struct SensorStatus {
     pub kind: Option<SensorKind>,
     /// `awake`, `asleep`, `disconnected` (recently) or `stale`.
     pub state: &'static str,
+    /// The transport of its current (or last) connection: `native` or `quic`.
+    pub transport: Option<&'static str>,
     /// Whether it is a sleepy sensor.
     pub sleepy: bool,
     /// Seconds since the hub last heard from it.
@@ -256,6 +338,7 @@ struct SensorState {
     kind: Option<SensorKind>,
     sleepy: bool,
     connection: Option<ConnectionId>,
+    transport: Option<Transport>,
     last_seen: Option<Instant>,
     /// Announced wake time of a sleeping sensor.
     asleep_until: Option<Instant>,
@@ -467,6 +550,7 @@ impl HubState {
             }
         }
         self.connections.insert(connection, hello.sensor_id);
+        sensor.transport = self.server.transport_of(connection);
         sensor.kind = Some(hello.kind);
         sensor.sleepy = hello.sleepy;
         sensor.last_seen = Some(now);
@@ -650,6 +734,8 @@ impl HubState {
         let mut totals = self.totals.clone();
         totals.sensors = self.sensors.len();
         totals.awake = 0;
+        totals.awake_native = 0;
+        totals.awake_quic = 0;
         totals.asleep = 0;
         totals.stale = 0;
         totals.gaps = 0;
@@ -670,7 +756,13 @@ impl HubState {
                 "stale"
             };
             match state {
-                "awake" => totals.awake += 1,
+                "awake" => {
+                    totals.awake += 1;
+                    match s.transport {
+                        Some(Transport::Quic) => totals.awake_quic += 1,
+                        _ => totals.awake_native += 1,
+                    }
+                }
                 "asleep" => totals.asleep += 1,
                 "stale" => totals.stale += 1,
                 _ => {}
@@ -688,6 +780,7 @@ impl HubState {
                 sensor_id,
                 kind: s.kind,
                 state,
+                transport: s.transport.map(Transport::name),
                 sleepy: s.sleepy,
                 last_seen_s: s.last_seen.map(|t| (now - t).as_secs_f64()),
                 readings_received: s.readings_received,
@@ -712,6 +805,16 @@ impl HubState {
             sensors,
         }
     }
+}
+
+/// `addr` with a port the system has free now (it could be taken again before the hub binds
+/// it, which fails the start with "port in use", never silently).
+fn free_port(addr: SocketAddr) -> Result<SocketAddr, HubError> {
+    let socket = std::net::UdpSocket::bind(addr)
+        .map_err(|source| HubError::Bind(BindError::Io { addr, source }))?;
+    socket
+        .local_addr()
+        .map_err(|source| HubError::Bind(BindError::Io { addr, source }))
 }
 
 fn store_readings(

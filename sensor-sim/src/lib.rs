@@ -14,6 +14,8 @@
 //! - **Readings are stored once.** Readings travel unreliably (several per datagram), each with
 //!   the sensor's sequence number and device timestamp; the sensor puts the readings of a batch
 //!   declared lost back into its backlog, and the database keeps each `(sensor, seq)` once.
+//!   Over QUIC, which reports no datagram's fate, readings take a reliable stream instead
+//!   (see [`protocol`]).
 //! - **Timestamps are corrected.** Each sensor's clock has an offset and a drift; the hub
 //!   estimates both from NTP-style pings and stores the device, corrected and receive times.
 //! - **Sleepy sensors get their commands.** Commands wait in the hub's database (so across
@@ -24,6 +26,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`protocol`] | the messages, the channels they use, the driver configurations |
+//! | [`certificate`] | the hub's QUIC certificate, kept in its data directory |
 //! | [`clock`] | wall clock, simulated device clocks, the hub's offset and drift estimate |
 //! | [`store`] | the SQLite database: schema, batched writes, queries, export |
 //! | `writer` | the hub's database thread: transactions every 50 ms, commit reports, the command queue |
@@ -33,6 +36,7 @@
 //! | [`sensor`] | [`run_fleet`]: sensors with backlog, outbox, backoff and sleep |
 //! | [`summary`] | [`RunSummary`]: what was sent, judged against what was stored |
 
+pub mod certificate;
 pub mod clock;
 pub mod dashboard;
 pub mod hub;

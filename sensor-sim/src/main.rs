@@ -12,7 +12,10 @@ use sensor_sim::protocol::Command as SensorCommand;
 use sensor_sim::store::{ExportFormat, ExportQuery};
 use sensor_sim::{run_fleet, Dashboard, FleetConfig, Hub, HubConfig, HubStatus, RunSummary, Store};
 use tickwire::sim::LinkConfig;
-use tickwire::Client;
+use tickwire::{
+    CertFingerprint, Client, ClientError, ClientId, PrivateKey, ServerVerification, TokenSpec,
+    Transport,
+};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +53,68 @@ enum Commands {
                       sensor-sim command --data-dir ./hub-data list"
     )]
     Command(CommandArgs),
+    /// Secure mode's keys and tokens: make a hub key, or mint a sensor's connect token.
+    ///
+    /// A hub started with `--secure --key FILE` admits only sensors holding a token sealed
+    /// with that key. `sensor-sim sensors --secure --key FILE` mints each sensor's token
+    /// itself; `token mint` is what a separate provisioning service would do.
+    #[command(after_help = "Examples:\n  sensor-sim token keygen --out hub.key\n  \
+                      sensor-sim token mint --key hub.key --sensor 7 --hub 203.0.113.7:7878 > sensor7.token")]
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[command(subcommand)]
+    action: TokenAction,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Generate a new random hub key and write it (64 hex digits) to FILE.
+    Keygen {
+        /// Where to write the key; refuses to overwrite an existing file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Print (as hex) a connect token for one sensor, sealed with the hub's key.
+    Mint {
+        /// The hub's key file (from `token keygen`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// The sensor's id: the token's client id.
+        #[arg(long)]
+        sensor: u32,
+        /// The hub's public address, HOST:PORT, as the sensor dials it (the token names it).
+        #[arg(long)]
+        hub: String,
+        /// Seconds the token may be used to connect (a session outlives it).
+        #[arg(long, default_value_t = 30)]
+        valid_s: u64,
+    },
+}
+
+/// `--secure` and `--key` of the hub and the sensors.
+#[derive(clap::Args)]
+struct SecureArgs {
+    /// Secure mode (native transport only): sessions need a connect token sealed with the
+    /// hub's key (authenticated, encrypted, replay-protected). Needs --key.
+    #[arg(long, requires = "key")]
+    secure: bool,
+    /// The hub's key file, 64 hex digits (make one with `sensor-sim token keygen --out FILE`).
+    /// Sensors mint their own token from it, one per sensor id.
+    #[arg(long, value_name = "FILE", requires = "secure")]
+    key: Option<PathBuf>,
+}
+
+/// `--server-cert-sha256` of the sensors.
+#[derive(clap::Args)]
+struct PinArgs {
+    /// Over QUIC, accept only the hub certificate with this SHA-256 fingerprint (64 hex
+    /// digits, `:` allowed; the hub prints it at start). Without it a self-signed certificate
+    /// is accepted from a loopback hub only, with a warning.
+    #[arg(long, value_name = "HEX", visible_alias = "hub-cert-sha256")]
+    server_cert_sha256: Option<CertFingerprint>,
 }
 
 #[derive(clap::Args)]
@@ -91,9 +156,17 @@ struct HubArgs {
     /// Directory of the database (created if missing).
     #[arg(long, default_value = "./hub-data")]
     data_dir: PathBuf,
-    /// Transport: only `native` (Tickwire over UDP) exists yet.
+    /// Transport to serve: `native` (Tickwire over UDP on --bind), `quic` (QUIC on the next
+    /// port only) or `both`. With QUIC the hub prints its QUIC address and certificate
+    /// fingerprint at start.
     #[arg(long, value_enum, default_value_t = HubTransport::Native)]
     transport: HubTransport,
+    #[command(flatten)]
+    secure: SecureArgs,
+    /// Secure mode: the address sensors dial, HOST:PORT, named in their tokens (needed when
+    /// --bind is a wildcard like 0.0.0.0).
+    #[arg(long, value_name = "HOST:PORT", requires = "secure")]
+    public_addr: Option<String>,
     /// Print a status line each second (to stderr) instead of the dashboard, and a JSON
     /// summary (to stdout) on Ctrl-C or SIGTERM.
     #[arg(long)]
@@ -102,16 +175,42 @@ struct HubArgs {
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum HubTransport {
+    /// Tickwire's own protocol over UDP.
     Native,
+    /// QUIC (TLS 1.3) only, on the port after --bind's.
     Quic,
+    /// Both, on two ports.
     Both,
+}
+
+impl HubTransport {
+    fn engine(self) -> Transport {
+        match self {
+            Self::Native => Transport::Native,
+            Self::Quic => Transport::Quic,
+            Self::Both => Transport::Auto,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum SensorTransport {
+    /// Tickwire's own protocol over UDP.
     Native,
+    /// QUIC (TLS 1.3), on the hub's port + 1.
     Quic,
+    /// Native first, QUIC if native gets no answer within 1 s.
     Auto,
+}
+
+impl SensorTransport {
+    fn engine(self) -> Transport {
+        match self {
+            Self::Native => Transport::Native,
+            Self::Quic => Transport::Quic,
+            Self::Auto => Transport::Auto,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -176,9 +275,14 @@ struct SensorsArgs {
     /// counts are null.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Transport: `native` (Tickwire over UDP); `auto` picks it; `quic` does not exist yet.
+    /// Transport: `native` (Tickwire over UDP), `quic` (QUIC on the hub's port + 1) or
+    /// `auto` (native, falling back to QUIC).
     #[arg(long, value_enum, default_value_t = SensorTransport::Native)]
     transport: SensorTransport,
+    #[command(flatten)]
+    pin: PinArgs,
+    #[command(flatten)]
+    secure: SecureArgs,
     #[command(flatten)]
     fleet: FleetArgs,
 }
@@ -192,6 +296,17 @@ struct RunArgs {
     /// New sensor ids are picked above any already stored there.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Transport: `native`, `quic` (the hub serves QUIC only), or `auto` (the hub serves
+    /// both, the sensors try native first).
+    #[arg(long, value_enum, default_value_t = SensorTransport::Native)]
+    transport: SensorTransport,
+    /// Secure mode (native only): the hub requires connect tokens and each sensor mints its
+    /// own. With --key, from that key file; without, from a fresh key for this run.
+    #[arg(long)]
+    secure: bool,
+    /// With --secure: the key file (64 hex digits, from `sensor-sim token keygen`).
+    #[arg(long, value_name = "FILE", requires = "secure")]
+    key: Option<PathBuf>,
     #[command(flatten)]
     fleet: FleetArgs,
 }
@@ -262,6 +377,7 @@ fn main() -> ExitCode {
             Commands::Run(args) => run(args).await,
             Commands::Query(args) => query(&args),
             Commands::Command(args) => command(&args).await,
+            Commands::Token(args) => token(&args),
         }
     });
     match result {
@@ -274,9 +390,6 @@ fn main() -> ExitCode {
 }
 
 async fn hub(args: HubArgs) -> Result<(), Failure> {
-    if args.transport != HubTransport::Native {
-        return Err(quic_unavailable());
-    }
     if !args.headless && !std::io::stdout().is_terminal() {
         return Err(Failure {
             message: "the live dashboard needs a terminal, but stdout is not one (a pipe, a file \
@@ -286,22 +399,33 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
             code: 2,
         });
     }
+    if args.secure.secure && args.transport != HubTransport::Native {
+        return Err(secure_needs_native());
+    }
+    let key = load_key(&args.secure)?;
+    let public_addr = args.public_addr.as_deref().map(resolve).transpose()?;
+    // Kept in the data directory: a pinned fingerprint survives hub restarts.
+    let certificate = if args.transport == HubTransport::Native {
+        tickwire::ServerCertificate::default()
+    } else {
+        sensor_sim::certificate::persistent(&args.data_dir, &[])?
+    };
     let config = HubConfig {
         bind: args.bind,
         data_dir: args.data_dir.clone(),
+        transport: args.transport.engine(),
+        certificate,
+        key,
+        public_addr,
         ..HubConfig::default()
     };
     let hub = Hub::start(config).await?;
     let database = args.data_dir.join(sensor_sim::store::DB_FILE);
+    print_listening(&hub, args.secure.secure, &database);
     if !args.headless {
         dashboard(&hub, &database).await?;
         return print_hub_summary(&hub.shutdown().await);
     }
-    eprintln!(
-        "hub listening on {} (udp), database {}",
-        hub.local_addr(),
-        database.display()
-    );
     let mut every_second = tokio::time::interval(Duration::from_secs(1));
     every_second.tick().await;
     let stop = shutdown_signal();
@@ -318,6 +442,22 @@ async fn hub(args: HubArgs) -> Result<(), Failure> {
     }
     eprintln!("stopping: committing what is pending");
     print_hub_summary(&hub.shutdown().await)
+}
+
+/// Where the hub listens, on stderr: the native port, and the QUIC port with the certificate
+/// fingerprint sensors pin.
+fn print_listening(hub: &Hub, secure: bool, database: &std::path::Path) {
+    if hub.serves_native() {
+        let mode = if secure { ", tokens required" } else { "" };
+        eprintln!("hub listening on {} (native udp{mode})", hub.local_addr());
+    }
+    if let (Some(addr), Some(fingerprint)) = (hub.quic_addr(), hub.cert_sha256()) {
+        eprintln!("hub listening on {addr} (quic), certificate SHA-256 {fingerprint}");
+        eprintln!(
+            "  sensors elsewhere pin it: --transport quic --server-cert-sha256 {fingerprint}"
+        );
+    }
+    eprintln!("database {}", database.display());
 }
 
 /// The JSON summary the hub prints when it stops.
@@ -353,8 +493,13 @@ async fn dashboard_loop(
     terminal: &mut ratatui::DefaultTerminal,
 ) -> std::io::Result<()> {
     use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+    let listen = match hub.quic_addr() {
+        Some(quic) if hub.serves_native() => format!("{} + quic {quic}", hub.local_addr()),
+        Some(quic) => format!("quic {quic}"),
+        None => hub.local_addr().to_string(),
+    };
     let mut view = Dashboard {
-        listen: hub.local_addr().to_string(),
+        listen,
         database: database.display().to_string(),
         status: HubStatus::default(),
     };
@@ -388,21 +533,29 @@ async fn dashboard_loop(
 }
 
 async fn sensors(args: SensorsArgs) -> Result<(), Failure> {
-    if args.transport == SensorTransport::Quic {
-        return Err(quic_unavailable());
-    }
     let hub = resolve(&args.hub)?;
     let mut config = fleet_config(hub, args.count, &args.fleet)?;
     config.first_id = args.first_id;
-    // Check the hub answers before starting thousands of sensors.
-    match Client::connect(hub, sensor_sim::protocol::sensor_config()).await {
-        Ok(probe) => probe.disconnect(0).await,
-        Err(e) => {
-            return Err(Failure::new(format!(
-                "cannot reach the hub: {e}\n  start it with: sensor-sim hub --bind {hub}"
-            )))
-        }
+    config.transport = args.transport.engine();
+    config.key = load_key(&args.secure)?;
+    if config.key.is_some() && config.transport != Transport::Native {
+        return Err(secure_needs_native());
     }
+    config.verification = match args.pin.server_cert_sha256 {
+        Some(fingerprint) => ServerVerification::Pinned(fingerprint),
+        None => ServerVerification::LoopbackSelfSigned,
+    };
+    if config.transport != Transport::Native
+        && args.pin.server_cert_sha256.is_none()
+        && hub.ip().is_loopback()
+    {
+        eprintln!(
+            "warning: accepting the hub's QUIC certificate unverified because {hub} is a loopback \
+             address; pin it with --server-cert-sha256 HEX (the hub prints it at start)"
+        );
+    }
+    // Check the hub answers (and its certificate is trusted) before starting the fleet.
+    probe(&config).await?;
     let store = match &args.data_dir {
         Some(dir) => Some(Store::open_read_only(dir)?),
         None => None,
@@ -432,19 +585,40 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             sensor_sim::clock::unix_micros() / 1000
         ))
     });
+    let transport = args.transport.engine();
+    let key = match (&args.key, args.secure) {
+        (Some(path), _) => Some(read_key(path)?),
+        (None, true) => Some(PrivateKey::generate()),
+        (None, false) => None,
+    };
+    if key.is_some() && transport != Transport::Native {
+        return Err(secure_needs_native());
+    }
     let hub = Hub::start(HubConfig {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         data_dir: data_dir.clone(),
+        // `Auto` sensors need a hub serving both, which `Auto` on a server means.
+        transport,
+        key: key.clone(),
         ..HubConfig::default()
     })
     .await?;
     let store = Store::open_read_only(&data_dir)?;
     let mut config = fleet_config(hub.local_addr(), args.sensors, &args.fleet)?;
     config.first_id = store.max_sensor_id()?.map_or(0, |m| m + 1);
+    config.transport = transport;
+    config.key = key;
+    // The hub is this process's own, on loopback: pin its certificate anyway.
+    if let Some(fingerprint) = hub.cert_sha256() {
+        config.verification = ServerVerification::Pinned(fingerprint);
+    }
     if !args.fleet.json {
         eprintln!(
-            "hub on {} with database in {}; {} sensors at {} Hz for {} s",
-            hub.local_addr(),
+            "hub on {} ({transport}{}) with database in {}; {} sensors at {} Hz for {} s",
+            hub.quic_addr()
+                .filter(|_| transport == Transport::Quic)
+                .unwrap_or(hub.local_addr()),
+            if config.key.is_some() { ", secure" } else { "" },
             data_dir.display(),
             config.count,
             config.rate_hz,
@@ -714,10 +888,12 @@ fn print_summary(summary: &RunSummary, json: bool) -> Result<(), Failure> {
 fn status_line(status: &HubStatus) -> String {
     let t = &status.totals;
     format!(
-        "[{:>6.0}s] sensors {} (awake {}, asleep {}, stale {}) | readings {} stored, {}/s, {} dup, {} gaps | alerts {} stored, {} confirmed | commits {} (max {:.1} ms){} | commands pending {}",
+        "[{:>6.0}s] sensors {} (awake {}: {} native, {} quic; asleep {}, stale {}) | readings {} stored, {}/s, {} dup, {} gaps | alerts {} stored, {} confirmed | commits {} (max {:.1} ms){} | commands pending {}",
         status.uptime_s,
         t.sensors,
         t.awake,
+        t.awake_native,
+        t.awake_quic,
         t.asleep,
         t.stale,
         t.readings_stored,
@@ -762,13 +938,128 @@ fn parse_since(text: &str) -> Result<i64, Failure> {
 /// How often the dashboard redraws.
 const DASHBOARD_REFRESH: Duration = Duration::from_millis(500);
 
-fn quic_unavailable() -> Failure {
+fn secure_needs_native() -> Failure {
     Failure {
-        message: "the QUIC transport is not available yet (QUIC transport lands with the QUIC \
-                  issue); use --transport native"
+        message: "--secure (connect tokens) covers native sessions only; QUIC sessions are \
+                  already encrypted by TLS (pin the hub with --server-cert-sha256): drop \
+                  --secure or use --transport native"
             .into(),
         code: 2,
     }
+}
+
+/// Connects one client as the fleet's first sensor would and disconnects: a wrong address, a
+/// hub not running, an untrusted certificate or a refused token fails here, once, with the
+/// engine's explanation, rather than as thousands of silent retries.
+async fn probe(config: &FleetConfig) -> Result<(), Failure> {
+    let hub = config.hub;
+    let mut driver = sensor_sim::protocol::sensor_config();
+    driver.transport = config.transport;
+    driver.quic.verification = config.verification.clone();
+    if let Some(key) = &config.key {
+        driver.endpoint.connect_token = Some(mint(key, config.first_id, hub, 30)?);
+    }
+    match Client::connect(hub, driver).await {
+        Ok(probe) => {
+            probe.disconnect(0).await;
+            Ok(())
+        }
+        // Certificates, pins, ALPN: the engine's message says what to do.
+        Err(ClientError::Quic(e)) => Err(Failure::new(format!("cannot reach the hub: {e}"))),
+        Err(e @ ClientError::Timeout { .. }) if config.key.is_some() => Err(Failure::new(format!(
+            "cannot reach the hub: {e}\n  a secure hub drops sessions without a valid token \
+             silently: check that --key is the hub's key file and --hub the address the hub was \
+             given as --public-addr (or --bind)"
+        ))),
+        Err(e) => Err(Failure::new(format!(
+            "cannot reach the hub: {e}\n  start it with: sensor-sim hub --bind {hub}{}{}",
+            match config.transport {
+                Transport::Quic => " --transport quic",
+                Transport::Auto => " --transport both",
+                _ => "",
+            },
+            if config.transport == Transport::Quic {
+                ""
+            } else {
+                "\n  (a hub started with --secure drops sensors without a token: add --secure --key FILE)"
+            }
+        ))),
+    }
+}
+
+fn token(args: &TokenArgs) -> Result<(), Failure> {
+    match &args.action {
+        TokenAction::Keygen { out } => {
+            if out.exists() {
+                return Err(Failure::new(format!(
+                    "{} exists: refusing to overwrite a key (sensors and hubs may use it); \
+                     remove it first or choose another --out",
+                    out.display()
+                )));
+            }
+            PrivateKey::generate().save(out)?;
+            eprintln!(
+                "wrote a new hub key to {}: start the hub with --secure --key {}",
+                out.display(),
+                out.display()
+            );
+            Ok(())
+        }
+        TokenAction::Mint {
+            key,
+            sensor,
+            hub,
+            valid_s,
+        } => {
+            if !(1..=86_400).contains(valid_s) {
+                return Err(Failure::new("--valid-s must be between 1 and 86400"));
+            }
+            let key = read_key(key)?;
+            let token = mint(&key, *sensor, resolve(hub)?, *valid_s)?;
+            let hex: String = token
+                .to_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            println!("{hex}");
+            Ok(())
+        }
+    }
+}
+
+/// A token for `sensor` at `hub`, valid `valid_s` seconds from now.
+fn mint(
+    key: &PrivateKey,
+    sensor: u32,
+    hub: SocketAddr,
+    valid_s: u64,
+) -> Result<tickwire::ConnectToken, Failure> {
+    let unix_now = sensor_sim::clock::unix_seconds()
+        .ok_or_else(|| Failure::new("the system clock reads before 1970: set the clock"))?;
+    let mut spec = TokenSpec::new(
+        sensor_sim::protocol::PROTOCOL_ID,
+        ClientId(u64::from(sensor)),
+        vec![hub],
+    );
+    spec.valid_for = Duration::from_secs(valid_s);
+    Ok(spec.issue(key, unix_now)?)
+}
+
+/// The key of `--secure --key FILE`, if secure mode is on.
+fn load_key(args: &SecureArgs) -> Result<Option<PrivateKey>, Failure> {
+    match (&args.key, args.secure) {
+        (Some(path), true) => read_key(path).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn read_key(path: &std::path::Path) -> Result<PrivateKey, Failure> {
+    PrivateKey::load(path).map_err(|e| {
+        Failure::new(format!(
+            "{e}\n  make a key with: sensor-sim token keygen --out {}",
+            path.display()
+        ))
+    })
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -13,6 +13,17 @@
 //! Readings are unreliable so that a lost datagram never delays fresher ones, but the sensor
 //! learns the fate of each batch (`notify_delivery`) and puts the readings of a lost batch back
 //! into its backlog, so they are sent again; the hub drops duplicates by `(sensor, seq)`.
+//!
+//! Over QUIC the engine reports no delivery of unreliable messages (quinn acknowledges no
+//! single DATAGRAM frame), so a lost batch would be neither noticed nor resent. There, the
+//! sensor sends its readings on the reliable [`ALERTS`] channel (a QUIC stream that quinn
+//! retransmits) and keeps the batches of the last 10 s to send again if the connection is
+//! lost; the hub reads a message the same on any channel. The QUIC connection already has
+//! congestion control and TLS, and a stream delays fresh readings behind lost ones only by
+//! a retransmission, which a sensor reporting every 100 ms tolerates.
+//!
+//! In secure mode (native only) each sensor presents a connect token whose client id is its
+//! sensor id.
 
 use serde::{Deserialize, Serialize};
 use tickwire::{ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, DriverConfig};

@@ -16,7 +16,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tickwire::sim::LinkConfig;
-use tickwire::{typed, ChannelId, Client, DeliveryOutcome, Event, MessageId};
+use tickwire::{
+    typed, ChannelId, Client, ClientId, DeliveryOutcome, DriverConfig, Event, MessageId,
+    PrivateKey, ServerVerification, TokenSpec, Transport,
+};
 use tokio::time::Instant;
 
 use crate::clock::{unix_micros, DeviceClock};
@@ -61,6 +64,16 @@ pub struct FleetConfig {
     pub offline_fraction: f64,
     /// How long the offline sensors stay offline. Default 0.
     pub offline_for: Duration,
+    /// How sensors reach the hub: `Native`, `Quic` or `Auto` (native, QUIC if native gets no
+    /// answer). Default `Native`.
+    pub transport: Transport,
+    /// How sensors trust the hub's QUIC certificate. Default: a self-signed one is accepted
+    /// from a loopback address only; pin it (`Pinned`) anywhere else.
+    pub verification: ServerVerification,
+    /// Secure mode: each sensor mints its own connect token from this key before each
+    /// connection, with its sensor id as the token's client id (a provisioning service folded
+    /// into the fleet). Default `None`: no token.
+    pub key: Option<PrivateKey>,
 }
 
 impl FleetConfig {
@@ -82,6 +95,9 @@ impl FleetConfig {
             alert_fraction: 0.0,
             offline_fraction: 0.0,
             offline_for: Duration::ZERO,
+            transport: Transport::Native,
+            verification: ServerVerification::LoopbackSelfSigned,
+            key: None,
         }
     }
 
@@ -119,6 +135,8 @@ pub struct SensorReport {
     pub sessions: u64,
     /// Connection attempts that failed.
     pub connect_failures: u64,
+    /// The transport of its last session: `native` or `quic` (`None`: it never connected).
+    pub transport: Option<&'static str>,
     /// Battery left, in percent.
     pub battery_pct: f64,
     /// The sampling rate at the end, in hertz.
@@ -194,6 +212,12 @@ struct Sensor {
     drain_until: Instant,
     backlog: VecDeque<Reading>,
     in_flight: HashMap<MessageId, Vec<Reading>>,
+    /// Over QUIC: readings sent on a reliable stream within the last [`QUIC_RESEND_WINDOW`],
+    /// sent again if the connection is lost (see [`Sensor::send_backlog`]).
+    quic_recent: VecDeque<(Instant, Vec<Reading>)>,
+    /// The current session runs over QUIC.
+    quic: bool,
+    transport: Option<Transport>,
     outbox: BTreeMap<u64, Alert>,
     /// Alerts raised since the last send (the whole outbox is sent at each session start).
     pending_alerts: Vec<Alert>,
@@ -247,6 +271,9 @@ impl Sensor {
             drain_until: stop_at + config.drain_timeout,
             backlog: VecDeque::new(),
             in_flight: HashMap::new(),
+            quic_recent: VecDeque::new(),
+            quic: false,
+            transport: None,
             outbox: BTreeMap::new(),
             pending_alerts: Vec::new(),
             next_alert_id: 1,
@@ -267,6 +294,8 @@ impl Sensor {
     async fn run(mut self, config: FleetConfig) -> SensorReport {
         let mut driver = protocol::sensor_config();
         driver.link = config.link.clone();
+        driver.transport = config.transport;
+        driver.quic.verification = config.verification.clone();
         driver.link_seed = mix(config.seed ^ 0x4c49_4e4b, u64::from(self.id));
         // Spread the first connections (or first wakes) so the hub is not hit all at once.
         let first = if self.sleepy {
@@ -300,7 +329,7 @@ impl Sensor {
             };
             tokio::time::sleep_until(sleep_until).await;
             self.take_samples(Instant::now());
-            let mut client = match Client::connect(config.hub, driver.clone()).await {
+            let mut client = match self.connect(&config, &driver).await {
                 Ok(client) => client,
                 Err(_) => {
                     self.connect_failures += 1;
@@ -314,6 +343,8 @@ impl Sensor {
             }
             failures = 0;
             self.sessions += 1;
+            self.transport = Some(client.transport());
+            self.quic = client.transport() == Transport::Quic;
             self.datagrams_sent_before = 0;
             let end = self.session(&mut client).await;
             self.return_in_flight();
@@ -354,10 +385,24 @@ impl Sensor {
             commands: self.commands,
             sessions: self.sessions,
             connect_failures: self.connect_failures,
+            transport: self.transport.map(Transport::name),
             battery_pct: self.battery_pct,
             rate_hz: self.rate_hz,
             wake_interval_ms: self.wake_interval.as_millis() as u64,
         }
+    }
+
+    /// Connects, with a freshly minted token in secure mode.
+    async fn connect(
+        &self,
+        config: &FleetConfig,
+        driver: &DriverConfig,
+    ) -> Result<Client, tickwire::ClientError> {
+        let mut driver = driver.clone();
+        if let Some(key) = &config.key {
+            driver.endpoint.connect_token = mint_token(key, self.id, config.hub);
+        }
+        Client::connect(config.hub, driver).await
     }
 
     /// Starts the sampling schedule (and the run's end) now.
@@ -445,10 +490,11 @@ impl Sensor {
                     self.take_samples(now);
                     self.send_backlog(client);
                     self.drain_battery(client, now);
+                    self.forget_settled_quic(now);
                     let drained = self.backlog.is_empty()
                         && self.in_flight.is_empty()
                         && self.outbox.is_empty()
-                        && reliable_acked(client);
+                        && self.reliable_acked(client);
                     if now >= self.stop_at && (drained || now >= self.drain_until) {
                         return SessionEnd::Done;
                     }
@@ -504,6 +550,14 @@ impl Sensor {
     }
 
     /// Sends the oldest readings of the backlog in batches, and new alerts.
+    ///
+    /// Natively readings go unreliably on [`READINGS`], and the engine's delivery notices put
+    /// a lost batch back into the backlog. Over QUIC the engine reports no delivery of
+    /// unreliable messages (quinn acknowledges no single DATAGRAM frame), so a batch there
+    /// would be neither confirmed nor resent: over QUIC readings take the reliable
+    /// [`ALERTS`] channel (a QUIC stream, retransmitted by quinn), and the batches of the
+    /// last [`QUIC_RESEND_WINDOW`] are kept and sent again if the connection is lost, since a
+    /// stream's unacknowledged bytes die with it. The hub drops the copies it already has.
     fn send_backlog(&mut self, client: &Client) {
         for alert in std::mem::take(&mut self.pending_alerts) {
             self.send(client, ALERTS, &Uplink::Alert(alert));
@@ -518,10 +572,14 @@ impl Sensor {
                 battery_pct: self.battery_pct as f32,
                 readings: readings.clone(),
             });
+            let channel = if self.quic { ALERTS } else { READINGS };
             let sent = typed::encode(&batch)
                 .ok()
-                .and_then(|bytes| client.send(READINGS, bytes).ok());
+                .and_then(|bytes| client.send(channel, bytes).ok());
             match sent {
+                Some(_) if self.quic => {
+                    self.quic_recent.push_back((Instant::now(), readings));
+                }
                 Some(id) => {
                     self.in_flight.insert(id, readings);
                 }
@@ -551,6 +609,7 @@ impl Sensor {
     /// drops the copies it already has).
     fn return_in_flight(&mut self) {
         let mut readings: Vec<Reading> = self.in_flight.drain().flat_map(|(_, r)| r).collect();
+        readings.extend(self.quic_recent.drain(..).flat_map(|(_, r)| r));
         readings.sort_by_key(|r| std::cmp::Reverse(r.seq));
         for r in readings {
             self.backlog.push_front(r);
@@ -559,9 +618,28 @@ impl Sensor {
         self.pending_alerts.clear();
     }
 
+    /// Over QUIC: forgets the batches sent longer than [`QUIC_RESEND_WINDOW`] ago.
+    fn forget_settled_quic(&mut self, now: Instant) {
+        while self
+            .quic_recent
+            .front()
+            .is_some_and(|(sent, _)| now - *sent >= QUIC_RESEND_WINDOW)
+        {
+            self.quic_recent.pop_front();
+        }
+    }
+
+    /// Whether every reliable message of the session is acknowledged. Over QUIC the engine
+    /// counts no acknowledgements (quinn retransmits streams itself and a graceful
+    /// disconnect drains them), so this holds at once; alerts are still confirmed end to end
+    /// by `AlertStored`, and commands are sent again each session until acknowledged.
+    fn reliable_acked(&self, client: &Client) -> bool {
+        self.quic || reliable_acked(client)
+    }
+
     async fn wait_reliable_acked(&self, client: &Client, limit: Duration) {
         let deadline = Instant::now() + limit;
-        while !reliable_acked(client) && Instant::now() < deadline {
+        while !self.reliable_acked(client) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -614,6 +692,15 @@ impl Sensor {
     }
 }
 
+/// A connect token for sensor `id` to `hub`, valid 30 s from now; `None` if the clock reads
+/// before 1970 (the hub then refuses the connection, and the sensor backs off).
+fn mint_token(key: &PrivateKey, id: u32, hub: SocketAddr) -> Option<tickwire::ConnectToken> {
+    let unix_now = crate::clock::unix_seconds()?;
+    TokenSpec::new(protocol::PROTOCOL_ID, ClientId(u64::from(id)), vec![hub])
+        .issue(key, unix_now)
+        .ok()
+}
+
 /// Whether every reliable message sent on the connection has been acknowledged.
 fn reliable_acked(client: &Client) -> bool {
     client.stats().is_none_or(|stats| {
@@ -636,6 +723,10 @@ fn mix(seed: u64, n: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Over QUIC, how long sent readings are kept to send again should the connection be lost:
+/// the QUIC idle timeout (10 s), after which a connection still open has heard from the hub
+/// since, and quinn has retransmitted what was lost.
+const QUIC_RESEND_WINDOW: Duration = Duration::from_secs(10);
 /// Most readings a sensor holds; older ones are dropped first.
 const MAX_BACKLOG: usize = 200_000;
 /// Most reading batches sent per tick (backlog drains at up to this × 40 readings a tick).

@@ -19,6 +19,9 @@ pub struct RunSummary {
     pub sleepy_sensors: usize,
     /// Wall time of the fleet, in seconds.
     pub elapsed_s: f64,
+    /// The transport the sensors' last sessions used: `native`, `quic`, or `mixed` (some of
+    /// each); `null` if none connected.
+    pub transport: Option<&'static str>,
     /// Samples taken and sent.
     pub readings_sent: u64,
     /// Of those, stored in the database (distinct `(sensor, seq)`).
@@ -59,6 +62,7 @@ impl RunSummary {
             sensors: s.len(),
             sleepy_sensors: s.iter().filter(|r| r.sleepy).count(),
             elapsed_s: fleet.elapsed_s,
+            transport: fleet_transport(fleet),
             readings_sent: s.iter().map(|r| r.readings_sent).sum(),
             alerts_raised: s.iter().map(|r| r.alerts_raised.len() as u64).sum(),
             alerts_confirmed: s.iter().map(|r| r.alerts_confirmed).sum(),
@@ -131,6 +135,17 @@ fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
     }
     let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
     Some((sorted[rank - 1] * 100.0).round() / 100.0)
+}
+
+/// `native`, `quic` or `mixed`: what the sensors' last sessions ran over.
+fn fleet_transport(fleet: &FleetReport) -> Option<&'static str> {
+    let mut seen = fleet.sensors.iter().filter_map(|r| r.transport);
+    let first = seen.next()?;
+    Some(if seen.all(|t| t == first) {
+        first
+    } else {
+        "mixed"
+    })
 }
 
 #[cfg(test)]
