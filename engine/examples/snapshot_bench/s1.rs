@@ -560,7 +560,10 @@ impl Measures {
         s.put("full_snapshots", self.full_snapshots as f64);
         s.put("baseline_age_mean", mean(&self.baseline_age));
         s.put("baseline_age_p99", percentile(&mut self.baseline_age, 99.0));
-        s.put("encode_us_median", percentile(&mut self.encode_us, 50.0));
+        let encode_median = percentile(&mut self.encode_us, 50.0);
+        // The name for the goal's figure (at most 100 µs): the median per client-tick.
+        s.put("encode_us_per_client_tick", encode_median);
+        s.put("encode_us_median", encode_median);
         s.put("encode_us_p90", percentile(&mut self.encode_us, 90.0));
         s.put("encode_us_p99", percentile(&mut self.encode_us, 99.0));
         // The median inside bursts: the cost of the biggest snapshots, robust to the 4 ms
