@@ -10,7 +10,7 @@ use tickwire::sim::LinkConfig;
 use support::connected_pair;
 use support::faults::{assert_exactly_once_in_order, link_totals, stream};
 
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
 const MESSAGES: u32 = 300;
 
 fn link() -> LinkConfig {

@@ -11,7 +11,7 @@ use tickwire::sim::LinkConfig;
 use support::connected_pair;
 use support::faults::{assert_exactly_once_in_order, set_both, Stream};
 
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
 const BASE: Duration = Duration::from_millis(20);
 const SPIKE: Duration = Duration::from_secs(1);
 

@@ -11,7 +11,7 @@ use tickwire::{Config, DisconnectReason, Event};
 use support::faults::{set_both, stream};
 use support::{connected_pair, dead_link};
 
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
 const BLACKOUT: Duration = Duration::from_secs(15);
 
 #[test]

@@ -11,7 +11,7 @@ use tickwire::sim::LinkConfig;
 use support::faults::{assert_exactly_once_in_order, set_both, Stream};
 use support::{connected_pair, dead_link};
 
-const SEEDS: u64 = 12;
+const SEEDS: u64 = 32;
 
 fn link() -> LinkConfig {
     LinkConfig {
