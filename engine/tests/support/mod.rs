@@ -158,6 +158,7 @@ pub fn messages_on(events: Vec<Event>, channel: tickwire::ChannelId) -> Vec<byte
         .collect()
 }
 
+pub mod faults;
 pub mod secure;
 
 // ---- helpers for the handshake, lifecycle and hostile-input tests ----
