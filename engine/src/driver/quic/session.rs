@@ -5,8 +5,8 @@
 //! an unreliable or sequenced message becomes one DATAGRAM frame at once (or, when it does not
 //! fit the size quinn reports or the peer takes no datagrams, a frame on the fallback stream).
 //! Receiving is one task per connection (accepting streams), one for its datagrams, and one
-//! reader task per incoming stream; all of them push [`Event`]s into the driver's queue, and the connection's
-//! [`Event::Disconnected`] comes after every message it delivered.
+//! reader task per incoming stream; all of them push [`Event`]s into the driver's queue, and the
+//! connection's [`Event::Disconnected`] comes after every message it delivered.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
