@@ -174,28 +174,10 @@ impl Client {
         match &self.inner {
             Inner::Native(native) => native.send_many(channel, messages),
             #[cfg(feature = "quic")]
-            Inner::Quic(quic) => {
-                let mut queued = 0;
-                for data in messages {
-                    if let Err(error) = quic.session().send(channel, data) {
-                        return (queued, Some(error));
-                    }
-                    queued += 1;
-                }
-                (queued, None)
-            }
+            Inner::Quic(quic) => quic.session().send_many(channel, messages),
             #[cfg(feature = "quic")]
             Inner::Hybrid { native, quic } => match reliable(quic, channel) {
-                true => {
-                    let mut queued = 0;
-                    for data in messages {
-                        if let Err(error) = quic.session().send(channel, data) {
-                            return (queued, Some(error));
-                        }
-                        queued += 1;
-                    }
-                    (queued, None)
-                }
+                true => quic.session().send_many(channel, messages),
                 false => native.send_many(channel, messages),
             },
         }

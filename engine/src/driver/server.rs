@@ -185,14 +185,7 @@ impl Server {
     ) -> (usize, Option<SendError>) {
         #[cfg(feature = "quic")]
         if let Some(session) = self.quic_session(connection, channel) {
-            let mut queued = 0;
-            for data in messages {
-                if let Err(error) = session.send(channel, data) {
-                    return (queued, Some(error));
-                }
-                queued += 1;
-            }
-            return (queued, None);
+            return session.send_many(channel, messages);
         }
         match &self.native {
             Some(native) => native.send_many(connection, channel, messages),
@@ -432,6 +425,10 @@ impl Server {
     /// A held `Connected` whose release time has come.
     #[cfg(feature = "quic")]
     fn release_expired(&mut self) -> Option<Event> {
+        if self.held.is_empty() {
+            // No clock read per event while nothing is held (the common case).
+            return None;
+        }
         let now = tokio::time::Instant::now();
         let due = self.held.iter().position(|(at, _)| *at <= now)?;
         Some(self.held.remove(due).1)

@@ -4,9 +4,9 @@
 //! queue, drained by one writer task per channel that owns that channel's unidirectional stream;
 //! an unreliable or sequenced message becomes one DATAGRAM frame at once (or, when it does not
 //! fit the size quinn reports or the peer takes no datagrams, a frame on the fallback stream).
-//! Receiving is one task per connection (datagrams, and accepting streams) plus one reader task
-//! per incoming stream; all of them push [`Event`]s into the driver's queue, and the connection's
-//! [`Event::Disconnected`] comes after every message it delivered.
+//! Receiving is one task per connection (accepting streams), one for its datagrams, and one
+//! reader task per incoming stream; all of them push [`Event`]s into the driver's queue, and the
+//! connection's [`Event::Disconnected`] comes after every message it delivered.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -71,6 +71,14 @@ struct Writer {
     queue: mpsc::UnboundedSender<Bytes>,
     buffered: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+}
+
+/// quinn's datagram limits, read once per batch of sends.
+struct DatagramRoom {
+    /// The largest datagram quinn takes now (`None`: use the fallback stream).
+    max: Option<usize>,
+    /// Bytes quinn's datagram send buffer still takes, less what this batch queued.
+    space: usize,
 }
 
 struct RecvState {
@@ -160,6 +168,52 @@ impl Session {
         let Some(config) = self.send_channels.get(usize::from(channel.0)) else {
             return Err(SendError::UnknownChannel(channel, data));
         };
+        let closed = self.conn.close_reason().is_some();
+        let mut state = self.lock_send();
+        self.send_one(&mut state, config, channel, data, closed, &mut None)
+    }
+
+    /// Queues several messages on one channel under one lock, asking quinn for the path's
+    /// state once. Returns how many were queued and, if one was refused, why (the rest are not
+    /// queued).
+    pub(crate) fn send_many(
+        &self,
+        channel: ChannelId,
+        messages: impl IntoIterator<Item = Bytes>,
+    ) -> (usize, Option<SendError>) {
+        let mut messages = messages.into_iter();
+        let Some(config) = self.send_channels.get(usize::from(channel.0)) else {
+            let refused = messages
+                .next()
+                .map(|data| SendError::UnknownChannel(channel, data));
+            return (0, refused);
+        };
+        let closed = self.conn.close_reason().is_some();
+        let mut state = self.lock_send();
+        let mut room = None;
+        let mut queued = 0;
+        for data in messages {
+            if let Err(error) = self.send_one(&mut state, config, channel, data, closed, &mut room)
+            {
+                return (queued, Some(error));
+            }
+            queued += 1;
+        }
+        (queued, None)
+    }
+
+    /// One message, with the send lock held; `closed`: quinn reported the connection closed;
+    /// `room` caches quinn's datagram limits for the batch (its space shrinks by what the batch
+    /// queued).
+    fn send_one(
+        &self,
+        state: &mut SendState,
+        config: &ChannelConfig,
+        channel: ChannelId,
+        data: Bytes,
+        closed: bool,
+        room: &mut Option<DatagramRoom>,
+    ) -> Result<MessageId, SendError> {
         if data.len() > config.max_message_size {
             return Err(SendError::TooLarge {
                 channel,
@@ -168,14 +222,9 @@ impl Session {
                 data,
             });
         }
-        if self.conn.close_reason().is_some() {
+        if closed || state.closing.is_some() {
             return Err(SendError::NotConnected(data));
         }
-        let mut state = self.lock_send();
-        if state.closing.is_some() {
-            return Err(SendError::NotConnected(data));
-        }
-        let state = &mut *state;
         let slot = &mut state.channels[usize::from(channel.0)];
         let len = data.len() as u64;
         match config.kind {
@@ -191,12 +240,17 @@ impl Session {
                 } else {
                     1
                 };
-                let fits = self.datagrams
-                    && self
-                        .conn
-                        .max_datagram_size()
-                        .is_some_and(|max| header_len + data.len() <= max);
-                if fits && self.conn.datagram_send_buffer_space() < header_len + data.len() {
+                let room = room.get_or_insert_with(|| DatagramRoom {
+                    max: if self.datagrams {
+                        self.conn.max_datagram_size()
+                    } else {
+                        None
+                    },
+                    space: self.conn.datagram_send_buffer_space(),
+                });
+                let size = header_len + data.len();
+                let fits = room.max.is_some_and(|max| size <= max);
+                if fits && room.space < size {
                     // quinn would drop older queued datagrams to make room: push back instead,
                     // as the native driver does when its send buffer is full.
                     return Err(SendError::BufferFull { channel, data });
@@ -205,25 +259,22 @@ impl Session {
                     slot.next_seq += 1;
                     crate::seq::truncate(slot.next_seq - 1)
                 });
-                let body = DatagramHeader {
+                let header = DatagramHeader {
                     channel: channel.0,
                     seq,
-                }
-                .encode(&data);
+                };
+                let body = header.encode(&data);
                 let fallback = if fits {
                     match self.conn.send_datagram(body) {
-                        Ok(()) => None,
+                        Ok(()) => {
+                            room.space -= size;
+                            None
+                        }
                         Err(SendDatagramError::ConnectionLost(_)) => {
                             return Err(SendError::NotConnected(data))
                         }
                         // The path shrank or the peer turned datagrams off: use the stream.
-                        Err(_) => Some(
-                            DatagramHeader {
-                                channel: channel.0,
-                                seq,
-                            }
-                            .encode(&data),
-                        ),
+                        Err(_) => Some(header.encode(&data)),
                     }
                 } else {
                     Some(body)
@@ -243,6 +294,7 @@ impl Session {
                 }
             }
         }
+        let slot = &mut state.channels[usize::from(channel.0)];
         let id = MessageId(slot.next_id);
         slot.next_id += 1;
         slot.stats.messages_sent += 1;
@@ -379,7 +431,10 @@ impl Session {
 
     /// Receives until the connection closes, then reports [`Event::Disconnected`].
     pub(super) async fn run(self: Arc<Self>) {
+        // Datagrams in a task of their own: each one costs a single poll of quinn's queue,
+        // without re-arming the stream accept alongside it.
         let mut readers = JoinSet::new();
+        readers.spawn(Arc::clone(&self).read_datagrams());
         loop {
             tokio::select! {
                 stream = self.conn.accept_uni() => match stream {
@@ -388,11 +443,7 @@ impl Session {
                     }
                     Err(_) => break,
                 },
-                datagram = self.conn.read_datagram() => match datagram {
-                    Ok(datagram) => self.on_datagram(datagram),
-                    Err(_) => break,
-                },
-                Some(_) = readers.join_next(), if !readers.is_empty() => {}
+                Some(_) = readers.join_next() => {}
             }
         }
         let drain = async { while readers.join_next().await.is_some() {} };
@@ -421,6 +472,13 @@ impl Session {
                 None => DisconnectReason::Shutdown,
             },
             Some(_) => DisconnectReason::Timeout,
+        }
+    }
+
+    /// Reads DATAGRAM frames until the connection closes.
+    async fn read_datagrams(self: Arc<Self>) {
+        while let Ok(datagram) = self.conn.read_datagram().await {
+            self.on_datagram(datagram);
         }
     }
 
@@ -501,8 +559,11 @@ impl Session {
             }
             recv.latest[index] = Some(full);
         }
+        let stats = &mut recv.stats[index];
+        stats.messages_delivered += 1;
+        stats.bytes_delivered += payload.len() as u64;
         drop(recv);
-        self.deliver(header.channel, payload);
+        self.push_message(header.channel, payload);
     }
 
     fn deliver(&self, channel: u8, data: Bytes) {
@@ -510,6 +571,11 @@ impl Session {
             stats.messages_delivered += 1;
             stats.bytes_delivered += data.len() as u64;
         }
+        self.push_message(channel, data);
+    }
+
+    /// Hands a counted message to the driver's event queue.
+    fn push_message(&self, channel: u8, data: Bytes) {
         let _ = self.events.send(Event::Message {
             connection: self.id(),
             channel: ChannelId(channel),
