@@ -728,16 +728,12 @@ impl Endpoint {
         cookie: &Cookie,
         sealed: &[u8],
     ) {
-        if !self.config.accept_incoming || self.guard.is_none() {
+        if self.guard.is_none() {
             self.stats.dropped.unexpected += 1;
             return;
         }
         // The cookie first: it is cheap and proves the address before any decryption.
-        if !self.cookie_valid(now, from, request.nonce, cookie) {
-            return;
-        }
-        if let Err(reason) = self.check_request(&request) {
-            self.reject(from, request.nonce, reason);
+        if !self.request_admissible(now, from, &request, cookie) {
             return;
         }
         if let Some(&existing) = self.by_addr.get(&from) {
@@ -851,15 +847,7 @@ impl Endpoint {
         request: ConnectRequest,
         cookie: &crate::cookie::Cookie,
     ) {
-        if !self.config.accept_incoming {
-            self.stats.dropped.unexpected += 1;
-            return;
-        }
-        if !self.cookie_valid(now, from, request.nonce, cookie) {
-            return;
-        }
-        if let Err(reason) = self.check_request(&request) {
-            self.reject(from, request.nonce, reason);
+        if !self.request_admissible(now, from, &request, cookie) {
             return;
         }
         if let Some(&existing) = self.by_addr.get(&from) {
@@ -913,6 +901,30 @@ impl Endpoint {
             }
         }
         self.stats.connections_live = self.connections.len() as u64;
+    }
+
+    /// The checks every connection response passes before it may create a session: this
+    /// endpoint accepts clients, the cookie proves `from`, and the request matches this
+    /// server (else a reject is queued). Refusals are counted.
+    fn request_admissible(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        request: &ConnectRequest,
+        cookie: &crate::cookie::Cookie,
+    ) -> bool {
+        if !self.config.accept_incoming {
+            self.stats.dropped.unexpected += 1;
+            return false;
+        }
+        if !self.cookie_valid(now, from, request.nonce, cookie) {
+            return false;
+        }
+        if let Err(reason) = self.check_request(request) {
+            self.reject(from, request.nonce, reason);
+            return false;
+        }
+        true
     }
 
     /// Checks a handshake cookie for `from` and `nonce`, counting a refusal by its reason.
