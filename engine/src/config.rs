@@ -165,8 +165,13 @@ pub struct Config {
     pub keepalive_interval: Duration,
     /// Close a connection when nothing has been received for this long. Default 10 s.
     pub idle_timeout: Duration,
-    /// Close a connection when reliable data stays unacknowledged for this long (a peer that
-    /// never acks cannot hold memory forever). Default 10 s.
+    /// Close a connection with [`DisconnectReason::Unacknowledged`](crate::DisconnectReason::Unacknowledged)
+    /// when reliable data stays unacknowledged for this long, counted from the data's first
+    /// transmission: a peer that is heard but never acknowledges cannot hold memory forever.
+    /// Also the longest a graceful close drains queued data. Default 15 s: keep it above
+    /// `idle_timeout`, so that a peer that goes silent (a blackout starting while data is in
+    /// flight) ends as [`DisconnectReason::Timeout`](crate::DisconnectReason::Timeout), not as
+    /// `Unacknowledged`.
     pub ack_timeout: Duration,
     /// Longest an acknowledgement is held back waiting for an outgoing packet to ride on. Default 5 ms.
     pub max_ack_delay: Duration,
@@ -219,7 +224,7 @@ impl Default for Config {
             cookie_lifetime: Duration::from_secs(10),
             keepalive_interval: Duration::from_secs(1),
             idle_timeout: Duration::from_secs(10),
-            ack_timeout: Duration::from_secs(10),
+            ack_timeout: Duration::from_secs(15),
             max_ack_delay: Duration::from_millis(5),
             ack_frequency: 2,
             max_congestion_window: 8 * 1024 * 1024,

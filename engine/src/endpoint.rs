@@ -4,7 +4,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rand::rngs::StdRng;
@@ -30,6 +30,9 @@ const MAX_PENDING_REPLIES: usize = 1024;
 
 /// Largest handshake reply.
 const MAX_REPLY_LEN: usize = 64;
+
+/// No-session replies sent per second at most, whatever the number of senders.
+const MAX_NO_SESSION_PER_SEC: u32 = 1024;
 
 /// A datagram to send, written by [`Endpoint::poll_transmit`] into the caller's buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,6 +107,8 @@ pub struct Endpoint {
     /// may have moved names in its packets) and by client id.
     by_session: HashMap<u64, ConnectionId>,
     by_client: HashMap<ClientId, ConnectionId>,
+    /// Start of the current one-second window of no-session replies, and how many it sent.
+    no_session_window: (Instant, u32),
 }
 
 impl Endpoint {
@@ -144,6 +149,7 @@ impl Endpoint {
             guard,
             by_session: HashMap::new(),
             by_client: HashMap::new(),
+            no_session_window: (now, 0),
         })
     }
 
@@ -349,6 +355,7 @@ impl Endpoint {
                     Some(id) => id,
                     None => {
                         self.stats.dropped.unknown_peer += 1;
+                        self.reply_no_session(now, from, &datagram);
                         return;
                     }
                 },
@@ -975,6 +982,42 @@ impl Endpoint {
         };
         out.copy_from_slice(packet);
         self.replies.push_back((to, buf, packet.len()));
+    }
+
+    /// Server: tells an address that sent a well-formed data packet but has no session here
+    /// (the client's address changed, or this server restarted) that it must reconnect. One
+    /// byte for at least four, never more than [`MAX_NO_SESSION_PER_SEC`] a second; no state.
+    fn reply_no_session(&mut self, now: Instant, to: SocketAddr, datagram: &[u8]) {
+        if !self.config.accept_incoming {
+            return;
+        }
+        let header = if self.guard.is_some() {
+            DataHeader::decode_secure(datagram)
+        } else {
+            DataHeader::decode(datagram)
+        };
+        // A header and at least one byte of frames: four bytes or more, four times the reply.
+        // A secure client names its session when it hears nothing (it may have moved): only
+        // then is an unknown session worth a reply, the path validation handles the rest.
+        let secure = self.guard.is_some();
+        let worth_it = header.is_ok_and(|(header, offset)| {
+            offset < datagram.len() && (!secure || header.session.is_some())
+        });
+        if !worth_it {
+            return;
+        }
+        let (start, sent) = &mut self.no_session_window;
+        if now.saturating_duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *sent = 0;
+        }
+        if *sent >= MAX_NO_SESSION_PER_SEC {
+            self.stats.no_session_suppressed += 1;
+            return;
+        }
+        *sent += 1;
+        self.stats.no_session_replies += 1;
+        self.reply(to, Handshake::NoSession);
     }
 
     fn count_sent(&mut self, size: usize) {

@@ -167,7 +167,8 @@ pub enum DisconnectReason {
         code: u16,
     },
     /// The peer closed with this code (codes from 0xFF00 up are the engine's own:
-    /// 0xFFF1 data unacknowledged, 0xFFF2 shutdown).
+    /// 0xFFF1 data unacknowledged, 0xFFF2 shutdown; 0xFFF4, never sent, when the server said
+    /// it has no session for this client: it restarted, or the client's address changed).
     Remote {
         /// The peer's code.
         code: u16,

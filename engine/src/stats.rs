@@ -185,6 +185,11 @@ pub struct EndpointStats {
     pub connections_live: u64,
     /// Datagrams dropped before reaching a connection, by reason.
     pub dropped: DropCounters,
+    /// Server: no-session replies sent to addresses that sent a data packet but have no
+    /// session (a client whose address changed, or whose server restarted).
+    pub no_session_replies: u64,
+    /// Server: no-session replies not sent because the per-second cap was reached.
+    pub no_session_suppressed: u64,
 }
 
 /// Bytes and datagrams per second over the last full one-second window.

@@ -26,8 +26,8 @@ fn a_blackout_longer_than_the_idle_timeout_times_out_both_sides() {
         let mut pair = connected_pair(link, seed, |_| {});
         let before = stream(&mut pair, 20, Duration::from_secs(30), seed);
         assert_eq!(before.len(), 20, "seed {seed}");
-        // Let the last acknowledgements land: with reliable data still unacknowledged the
-        // client would end with `Unacknowledged` (ack_timeout) rather than `Timeout`.
+        // Let the last acknowledgements land (a blackout with data in flight is
+        // `faults_blackout_in_flight.rs`).
         stream(&mut pair, 0, Duration::from_millis(500), seed);
         set_both(&mut pair, &dead_link());
         let start = pair.sim.elapsed();

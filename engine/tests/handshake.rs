@@ -279,9 +279,14 @@ fn every_reply_is_one_datagram_no_larger_than_what_caused_it() {
         Bytes::from_static(&[KIND_CHALLENGE]),
         accept[0].clone(),
         Bytes::from(vec![0xff; 1200]),
-        Bytes::from(vec![0; 1200]),
+        Bytes::from_static(&[0, 0, 0]),
     ] {
         assert!(check(&mut server, other, datagram).is_empty());
+    }
+    // A well-formed data packet from an address without a session gets one byte: no session.
+    for datagram in [vec![0; 1200], vec![0x00, 0x00, 0x07, 0x80]] {
+        let reply = check(&mut server, other, datagram.into());
+        assert_eq!(reply, vec![Bytes::from_static(&[0xe0])]);
     }
 }
 

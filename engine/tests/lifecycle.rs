@@ -272,9 +272,9 @@ fn shutdown_closes_every_connection_and_tells_the_peers() {
 // ---- a peer that stops acknowledging ----
 
 /// Only the return path is cut: the client's reliable data reaches the server, but neither the
-/// acks nor anything else come back. With the defaults (`ack_timeout` = `idle_timeout` = 10 s)
-/// the idle timeout fires first: the last packet received is never later than the first send of
-/// the data, and the idle check runs first. Meanwhile the send buffer stays capped.
+/// acks nor anything else come back. With the defaults (`ack_timeout` 15 s above
+/// `idle_timeout` 10 s) the idle timeout fires first: the peer went silent. Meanwhile the send
+/// buffer stays capped.
 #[test]
 fn a_peer_whose_acks_never_arrive_times_out_with_memory_capped() {
     let config = Config::default();

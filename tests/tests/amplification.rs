@@ -187,7 +187,14 @@ fn stray_packets(nonce: u64) -> Vec<(&'static str, Vec<u8>)> {
             "secure disconnect",
             [&[0xc1][..], &n, &[0, 7], &[3; 16]].concat(),
         ),
-        ("unknown kind 7", [&[0xe0][..], &n, &[0; 40]].concat()),
+        (
+            "data naming a session (secure layout)",
+            [&[0x04, 0x00, 0x0b][..], &n, &[0x80], &[9; 16]].concat(),
+        ),
+        (
+            "no-session packet, padded",
+            [&[0xe0][..], &n, &[0; 40]].concat(),
+        ),
     ]
 }
 

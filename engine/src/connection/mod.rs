@@ -56,6 +56,9 @@ const RESYNC_GAP: u64 = 64;
 /// Close codes the engine itself sends; applications should use codes below 0xFF00.
 pub(crate) const CODE_UNACKNOWLEDGED: u16 = 0xFFF1;
 pub(crate) const CODE_SHUTDOWN: u16 = 0xFFF2;
+/// The code a client reports (as [`DisconnectReason::Remote`]) when the server said it has no
+/// session for it: the server restarted, or the client's address changed. Never sent.
+pub(crate) const CODE_NO_SESSION: u16 = 0xFFF4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Role {
@@ -165,6 +168,8 @@ pub(crate) struct Connection {
     ack_deadline: Option<Instant>,
     last_received: Instant,
     last_eliciting_sent: Instant,
+    /// The first ack-eliciting packet sent since the last valid packet received.
+    unanswered_since: Option<Instant>,
     ping_due: bool,
     channel_events: Vec<ChannelEvent>,
     /// Scratch: the frames of the packet being handled, decoded once.
@@ -260,6 +265,7 @@ impl Connection {
             ack_deadline: None,
             last_received: now,
             last_eliciting_sent: now,
+            unanswered_since: None,
             ping_due: false,
             channel_events: Vec::new(),
             frames: Vec::new(),
@@ -551,6 +557,7 @@ impl Connection {
         packet: Handshake,
         events: &mut VecDeque<Event>,
     ) -> Result<(), ()> {
+        let lost_by_server = self.role == Role::Client && self.unanswered(now);
         match (packet, &mut self.state) {
             (
                 Handshake::Challenge(challenge),
@@ -600,6 +607,19 @@ impl Connection {
                 if token == self.nonce =>
             {
                 self.close_silently(DisconnectReason::Remote { code }, events);
+                Ok(())
+            }
+            (Handshake::NoSession, State::Established | State::Draining { .. })
+                if lost_by_server =>
+            {
+                // Unauthenticated: believed only while the server has answered nothing this
+                // client sent for an RTO, which a live session's acks never allow.
+                self.close_silently(
+                    DisconnectReason::Remote {
+                        code: CODE_NO_SESSION,
+                    },
+                    events,
+                );
                 Ok(())
             }
             (
@@ -756,6 +776,7 @@ impl Connection {
         });
         let in_order = self.received.insert(pn, now, eliciting);
         self.last_received = now;
+        self.unanswered_since = None;
         self.stats.packets_received += 1;
         self.stats.bytes_received += datagram.len() as u64;
         self.recv_rate.record(now, datagram.len() as u64);
@@ -1211,6 +1232,7 @@ impl Connection {
         }
         if eliciting {
             self.last_eliciting_sent = now;
+            self.unanswered_since.get_or_insert(now);
         }
         self.sent.push(
             SentPacket {
@@ -1259,6 +1281,13 @@ impl Connection {
 
     /// The retransmission timeout, doubled for every timeout in a row without an ack
     /// (exponential backoff), capped at `max_rto`.
+    /// Whether nothing at all arrived from the peer for at least an RTO after this side sent an
+    /// ack-eliciting packet: the peer may no longer know this session's address.
+    fn unanswered(&self, now: Instant) -> bool {
+        self.unanswered_since
+            .is_some_and(|sent| now.saturating_duration_since(sent) >= self.rto())
+    }
+
     fn rto(&self) -> Duration {
         let base = self.rtt.rto(
             self.config.max_ack_delay,

@@ -219,6 +219,7 @@ impl Client {
                     connections_opened: 1,
                     connections_live: u64::from(self.is_connected()),
                     dropped: stats.dropped,
+                    ..EndpointStats::default()
                 }
             }
             #[cfg(feature = "quic")]

@@ -29,6 +29,7 @@ pub(crate) enum PacketKind {
     Accept = 4,
     Reject = 5,
     Disconnect = 6,
+    NoSession = 7,
 }
 
 impl PacketKind {
@@ -42,7 +43,7 @@ impl PacketKind {
             4 => Self::Accept,
             5 => Self::Reject,
             6 => Self::Disconnect,
-            other => return Err(DecodeError::UnknownKind(other)),
+            _ => Self::NoSession,
         })
     }
 
@@ -205,9 +206,15 @@ pub(crate) enum Handshake {
     Request(ConnectRequest),
     Challenge(Challenge),
     Response(ConnectResponse),
-    Accept { nonce: u64 },
+    Accept {
+        nonce: u64,
+    },
     Reject(Reject),
     Disconnect(Disconnect),
+    /// Server → an address without a session: "I have no session for you" (one byte, no
+    /// fields), so that a client whose address changed or whose server restarted reconnects
+    /// at once instead of waiting out its idle timeout.
+    NoSession,
 }
 
 impl Handshake {
@@ -248,6 +255,7 @@ impl Handshake {
                 token: reader.u64()?,
                 code: reader.u16()?,
             }),
+            PacketKind::NoSession => Self::NoSession,
         };
         reader.finish()?;
         Ok(packet)
@@ -287,6 +295,7 @@ impl Handshake {
                 writer.u64(disconnect.token)?;
                 writer.u16(disconnect.code)?;
             }
+            Self::NoSession => writer.u8(PacketKind::NoSession.first_byte())?,
         }
         Ok(writer.position())
     }
@@ -333,6 +342,7 @@ mod tests {
                 reason: 1,
             }),
             Handshake::Disconnect(Disconnect { token: 99, code: 3 }),
+            Handshake::NoSession,
         ]
     }
 
@@ -413,7 +423,13 @@ mod tests {
             DataHeader::decode(&[0x08, 0, 0]),
             Err(DecodeError::ReservedBits)
         );
-        assert_eq!(PacketKind::of(&[0xe0]), Err(DecodeError::UnknownKind(7)));
+        assert_eq!(PacketKind::of(&[0xe0]), Ok(PacketKind::NoSession));
+        assert_eq!(Handshake::decode(&[0xe0]), Ok(Handshake::NoSession));
+        assert_eq!(Handshake::decode(&[0xe1]), Err(DecodeError::ReservedBits));
+        assert_eq!(
+            Handshake::decode(&[0xe0, 0]),
+            Err(DecodeError::TrailingBytes)
+        );
         assert_eq!(PacketKind::of(&[]), Err(DecodeError::Empty));
         let mut small = [0u8; 100];
         small[0] = PacketKind::ConnectRequest.first_byte();

@@ -1,0 +1,136 @@
+//! A server restart, for many seeds: a new server endpoint comes up at the same address while a
+//! client streams reliable data. The new server has no session for the client and says so (a
+//! one-byte no-session packet); the client ends its session at once with
+//! `Remote { code: 0xFFF4 }` instead of waiting out the idle timeout, reconnects, and starts
+//! clean: fresh packet numbers and channel state, and nothing from the old session delivered by
+//! the new server.
+
+mod support;
+
+use std::time::Duration;
+
+use tickwire::sim::LinkConfig;
+use tickwire::{Config, DisconnectReason, Endpoint, Event};
+
+use support::faults::{assert_exactly_once_in_order, stream, RELIABLE_ORDERED};
+use support::{connected_pair, server_addr, stamped, unstamp};
+
+const SEEDS: u64 = 32;
+const NO_SESSION: u16 = 0xFFF4;
+const DETECTED_WITHIN: Duration = Duration::from_secs(3);
+
+#[test]
+fn clients_notice_a_restarted_server_at_once_and_start_clean() {
+    for seed in 0..SEEDS {
+        let link = LinkConfig {
+            latency: Duration::from_millis(10 + seed % 40),
+            jitter: Duration::from_millis(3),
+            loss: if seed % 4 == 3 { 0.05 } else { 0.0 },
+            ..LinkConfig::default()
+        };
+        let mut pair = connected_pair(link, seed, |_| {});
+        let (client, server) = (pair.client, pair.server);
+        let before = stream(&mut pair, 20, Duration::from_secs(30), seed);
+        assert_exactly_once_in_order(&before, 20, seed);
+
+        // The server process restarts: same address, all state gone. Some seeds keep sending
+        // through the restart, the others are idle.
+        let busy = seed % 2 == 0;
+        let now = pair.sim.now();
+        let config = Config {
+            seed: Some(seed ^ 0x7e57),
+            ..Config::server()
+        };
+        *pair.sim.endpoint_mut(server) = Endpoint::new(config, now).unwrap();
+        let start = pair.sim.elapsed();
+        let mut counter = 1000u32;
+        let mut ended = None;
+        for _ in 0..1000 {
+            if busy {
+                let _ = pair.sim.endpoint_mut(client).send(
+                    pair.to_server,
+                    RELIABLE_ORDERED,
+                    stamped(counter, 40),
+                );
+                counter += 1;
+            }
+            pair.sim.run_for(Duration::from_millis(10)).unwrap();
+            while let Some(event) = pair.sim.poll_event(client) {
+                if let Event::Disconnected { reason, .. } = event {
+                    ended = Some((pair.sim.elapsed() - start, reason));
+                }
+            }
+            assert!(
+                support::sim_events(&mut pair.sim, server).is_empty(),
+                "seed {seed}: the new server saw something of the old session"
+            );
+            if ended.is_some() {
+                break;
+            }
+        }
+        let (at, reason) = ended.unwrap_or_else(|| panic!("seed {seed}: client never noticed"));
+        assert_eq!(
+            reason,
+            DisconnectReason::Remote { code: NO_SESSION },
+            "seed {seed}"
+        );
+        assert!(at <= DETECTED_WITHIN, "seed {seed}: noticed after {at:?}");
+        let stats = pair.sim.endpoint(server).stats().clone();
+        assert_eq!(stats.connections_opened, 0, "seed {seed}");
+        assert!(stats.no_session_replies >= 1, "seed {seed}");
+
+        // Reconnect: a new session, numbered from scratch on both sides.
+        let now = pair.sim.now();
+        pair.to_server = pair
+            .sim
+            .endpoint_mut(client)
+            .connect(server_addr(), now)
+            .unwrap();
+        let mut accepted = None;
+        let to_server = pair.to_server;
+        let ok = pair
+            .sim
+            .run_until(Duration::from_secs(10), |sim| {
+                while let Some(event) = sim.poll_event(server) {
+                    if let Event::Connected { connection, .. } = event {
+                        accepted = Some(connection);
+                    }
+                }
+                let _ = support::sim_events(sim, client);
+                accepted.is_some() && sim.endpoint(client).is_connected(to_server)
+            })
+            .unwrap();
+        assert!(ok, "seed {seed}: the reconnect did not complete");
+        pair.to_client = accepted.unwrap();
+        let fresh = pair
+            .sim
+            .endpoint(client)
+            .connection_stats(pair.to_server)
+            .unwrap();
+        assert!(
+            fresh.packets_sent < 10,
+            "seed {seed}: {}",
+            fresh.packets_sent
+        );
+        assert_eq!(fresh.send_channels[2].messages_sent, 0, "seed {seed}");
+
+        // Only the new session's messages reach the new server, each once, from id 0.
+        let after = stream(&mut pair, 30, Duration::from_secs(30), seed);
+        assert_exactly_once_in_order(&after, 30, seed);
+        pair.sim.run_for(Duration::from_secs(1)).unwrap();
+        for event in support::sim_events(&mut pair.sim, server) {
+            if let Event::Message { data, .. } = event {
+                panic!(
+                    "seed {seed}: late message {} after the stream",
+                    unstamp(&data)
+                );
+            }
+        }
+        let server_stats = pair
+            .sim
+            .endpoint(server)
+            .connection_stats(pair.to_client)
+            .unwrap();
+        assert_eq!(server_stats.recv_channels[2].messages_delivered, 30);
+    }
+}
