@@ -14,6 +14,9 @@
 //! | [`ack_window`] | the received-packet window and the sent-packet ledger |
 //! | [`snapshot_decoding`] | [`SnapshotClient::receive`](crate::snapshot::SnapshotClient::receive) after valid baselines |
 //!
+//! [`forge`] builds packets (valid or not) with the engine's encoders, for the real-socket
+//! hostile-input tests in `tests/tests/hostile_*.rs`.
+//!
 //! Everything is deterministic: endpoints use fixed seeds, and all times are offsets from one
 //! [`Instant`] read once per process, so an input replays bit for bit.
 
@@ -35,6 +38,8 @@ use crate::snapshot::{
 };
 use crate::wire::{DataHeader, Frame, FrameReader, Handshake, PacketKind, SecureHandshake, Writer};
 use crate::{ConnectionId, Endpoint, Event};
+
+pub mod forge;
 
 use crate::connection::ack::{Arrival, Fate, ReceivedPackets, SentPacket, SentPackets, Settled};
 
