@@ -180,6 +180,23 @@ fn acks_of_packets_never_sent_are_dropped_and_the_session_survives() {
         // The forged ack is ignored; the rest of the packet (a ping) stands.
         assert_eq!(after.packets_received, before.packets_received + 1);
         assert_eq!(after.packets_acked, before.packets_acked);
+
+        // The same ack in an ack-block frame after a ping: counted the same way.
+        let largest = (server_conn(&pair).packets_sent + ahead) as u16;
+        let mut body = vec![0x00, 0, 0, 0x80, 0x81];
+        body.extend_from_slice(&largest.to_be_bytes());
+        body.extend_from_slice(&u32::MAX.to_be_bytes());
+        let pn = fresh_packet_number(&pair);
+        let before = server_conn(&pair);
+        inject(&mut pair, client_addr(), with_packet_number(body, pn));
+        let after = server_conn(&pair);
+        assert_eq!(
+            after.dropped.bogus_ack,
+            before.dropped.bogus_ack + 1,
+            "ack frame of {ahead} past the next packet"
+        );
+        assert_eq!(after.packets_received, before.packets_received + 1);
+        assert_eq!(after.packets_acked, before.packets_acked);
     }
     assert!(reliable_round_trip(&mut pair, "after bogus acks"));
 }

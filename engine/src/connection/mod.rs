@@ -789,9 +789,12 @@ impl Connection {
         if ack_blocks {
             for frame in &frames {
                 if let Frame::Ack { largest, bits } = *frame {
-                    if let Some(largest) = ack_range(&self.sent, largest) {
-                        self.sent.ack(largest, &mut self.settled);
-                        ack_bits(&mut self.sent, &mut self.settled, largest, bits);
+                    match ack_range(&self.sent, largest) {
+                        Some(largest) => {
+                            self.sent.ack(largest, &mut self.settled);
+                            ack_bits(&mut self.sent, &mut self.settled, largest, bits);
+                        }
+                        None => self.stats.dropped.bogus_ack += 1,
                     }
                 }
             }

@@ -172,6 +172,16 @@ impl Target {
         }
     }
 
+    /// Waits (bounded by [`LIMIT`]) until `connection` is gone from the server (a closing
+    /// connection still sends its disconnect copies for a moment).
+    pub async fn gone(&self, connection: ConnectionId) {
+        let deadline = Instant::now() + LIMIT;
+        while self.server.connections().contains(&connection) {
+            assert!(Instant::now() < deadline, "{connection} never went away");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
     /// The only connection is the honest client's (plus `also`).
     pub fn assert_connections(&self, also: &[ConnectionId]) {
         let mut expected = vec![self.honest];
