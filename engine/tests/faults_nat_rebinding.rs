@@ -21,9 +21,9 @@ use support::{client_addr, connected_pair, intercept, server_addr, stamped, Pair
 const SEEDS: u64 = 32;
 /// The code a client reports when the server has no session for it.
 const NO_SESSION: u16 = 0xFFF4;
-/// Detection bound: far below the 10 s idle timeout (an idle client's next keepalive, one RTO,
-/// and a round trip).
-const DETECTED_WITHIN: Duration = Duration::from_secs(3);
+/// Detection bound: far below the 10 s idle timeout (an idle client needs two keepalives and
+/// a round trip).
+const DETECTED_WITHIN: Duration = Duration::from_secs(4);
 
 fn link(seed: u64) -> LinkConfig {
     LinkConfig {

@@ -17,7 +17,11 @@ use support::{connected_pair, server_addr, stamped, unstamp};
 
 const SEEDS: u64 = 32;
 const NO_SESSION: u16 = 0xFFF4;
-const DETECTED_WITHIN: Duration = Duration::from_secs(3);
+const DETECTED_WITHIN: Duration = Duration::from_secs(4);
+/// A secure server answers only packets that name a session, which a secure client starts
+/// doing once a packet of its own has gone unanswered for an RTO; retransmission backoff
+/// stretches that while it keeps sending. Still well below the 10 s idle timeout.
+const SECURE_DETECTED_WITHIN: Duration = Duration::from_secs(6);
 
 #[test]
 fn clients_notice_a_restarted_server_at_once_and_start_clean() {
@@ -29,108 +33,140 @@ fn clients_notice_a_restarted_server_at_once_and_start_clean() {
             ..LinkConfig::default()
         };
         let mut pair = connected_pair(link, seed, |_| {});
-        let (client, server) = (pair.client, pair.server);
         let before = stream(&mut pair, 20, Duration::from_secs(30), seed);
         assert_exactly_once_in_order(&before, 20, seed);
 
         // The server process restarts: same address, all state gone. Some seeds keep sending
         // through the restart, the others are idle.
-        let busy = seed % 2 == 0;
-        let now = pair.sim.now();
         let config = Config {
             seed: Some(seed ^ 0x7e57),
             ..Config::server()
         };
-        *pair.sim.endpoint_mut(server) = Endpoint::new(config, now).unwrap();
-        let start = pair.sim.elapsed();
-        let mut counter = 1000u32;
-        let mut ended = None;
-        for _ in 0..1000 {
-            if busy {
-                let _ = pair.sim.endpoint_mut(client).send(
-                    pair.to_server,
-                    RELIABLE_ORDERED,
-                    stamped(counter, 40),
-                );
-                counter += 1;
-            }
-            pair.sim.run_for(Duration::from_millis(10)).unwrap();
-            while let Some(event) = pair.sim.poll_event(client) {
-                if let Event::Disconnected { reason, .. } = event {
-                    ended = Some((pair.sim.elapsed() - start, reason));
-                }
-            }
-            assert!(
-                support::sim_events(&mut pair.sim, server).is_empty(),
-                "seed {seed}: the new server saw something of the old session"
+        restart_and_notice(&mut pair, config, seed, DETECTED_WITHIN);
+
+        reconnect_and_stream(&mut pair, seed);
+    }
+}
+
+/// Replaces the pair's server with a fresh endpoint built from `config` at the same address,
+/// keeps the client sending (even seeds) or idle (odd ones), and asserts that the client ends
+/// its session with the no-session code within `within`, and that the new server
+/// saw nothing and kept no state.
+fn restart_and_notice(pair: &mut support::Pair, config: Config, seed: u64, within: Duration) {
+    let (client, server) = (pair.client, pair.server);
+    let busy = seed % 2 == 0;
+    let now = pair.sim.now();
+    *pair.sim.endpoint_mut(server) = Endpoint::new(config, now).unwrap();
+    let start = pair.sim.elapsed();
+    let mut counter = 1000u32;
+    let mut ended = None;
+    for _ in 0..1000 {
+        if busy {
+            let _ = pair.sim.endpoint_mut(client).send(
+                pair.to_server,
+                RELIABLE_ORDERED,
+                stamped(counter, 40),
             );
-            if ended.is_some() {
-                break;
+            counter += 1;
+        }
+        pair.sim.run_for(Duration::from_millis(10)).unwrap();
+        while let Some(event) = pair.sim.poll_event(client) {
+            if let Event::Disconnected { reason, .. } = event {
+                ended = Some((pair.sim.elapsed() - start, reason));
             }
         }
-        let (at, reason) = ended.unwrap_or_else(|| panic!("seed {seed}: client never noticed"));
-        assert_eq!(
-            reason,
-            DisconnectReason::Remote { code: NO_SESSION },
-            "seed {seed}"
-        );
-        assert!(at <= DETECTED_WITHIN, "seed {seed}: noticed after {at:?}");
-        let stats = pair.sim.endpoint(server).stats().clone();
-        assert_eq!(stats.connections_opened, 0, "seed {seed}");
-        assert!(stats.no_session_replies >= 1, "seed {seed}");
-
-        // Reconnect: a new session, numbered from scratch on both sides.
-        let now = pair.sim.now();
-        pair.to_server = pair
-            .sim
-            .endpoint_mut(client)
-            .connect(server_addr(), now)
-            .unwrap();
-        let mut accepted = None;
-        let to_server = pair.to_server;
-        let ok = pair
-            .sim
-            .run_until(Duration::from_secs(10), |sim| {
-                while let Some(event) = sim.poll_event(server) {
-                    if let Event::Connected { connection, .. } = event {
-                        accepted = Some(connection);
-                    }
-                }
-                let _ = support::sim_events(sim, client);
-                accepted.is_some() && sim.endpoint(client).is_connected(to_server)
-            })
-            .unwrap();
-        assert!(ok, "seed {seed}: the reconnect did not complete");
-        pair.to_client = accepted.unwrap();
-        let fresh = pair
-            .sim
-            .endpoint(client)
-            .connection_stats(pair.to_server)
-            .unwrap();
         assert!(
-            fresh.packets_sent < 10,
-            "seed {seed}: {}",
-            fresh.packets_sent
+            support::sim_events(&mut pair.sim, server).is_empty(),
+            "seed {seed}: the new server saw something of the old session"
         );
-        assert_eq!(fresh.send_channels[2].messages_sent, 0, "seed {seed}");
-
-        // Only the new session's messages reach the new server, each once, from id 0.
-        let after = stream(&mut pair, 30, Duration::from_secs(30), seed);
-        assert_exactly_once_in_order(&after, 30, seed);
-        pair.sim.run_for(Duration::from_secs(1)).unwrap();
-        for event in support::sim_events(&mut pair.sim, server) {
-            if let Event::Message { data, .. } = event {
-                panic!(
-                    "seed {seed}: late message {} after the stream",
-                    unstamp(&data)
-                );
-            }
+        if ended.is_some() {
+            break;
         }
-        let server_stats = pair
-            .sim
-            .endpoint(server)
-            .connection_stats(pair.to_client)
-            .unwrap();
-        assert_eq!(server_stats.recv_channels[2].messages_delivered, 30);
+    }
+    let (at, reason) = ended.unwrap_or_else(|| panic!("seed {seed}: client never noticed"));
+    assert_eq!(
+        reason,
+        DisconnectReason::Remote { code: NO_SESSION },
+        "seed {seed}"
+    );
+    assert!(at <= within, "seed {seed}: noticed after {at:?}");
+    let stats = pair.sim.endpoint(server).stats().clone();
+    assert_eq!(stats.connections_opened, 0, "seed {seed}");
+    assert!(stats.no_session_replies >= 1, "seed {seed}");
+}
+
+/// Reconnects the pair's client and checks that the new session starts clean: fresh packet
+/// numbers and channels, and only its own messages delivered, once each, in order.
+fn reconnect_and_stream(pair: &mut support::Pair, seed: u64) {
+    let (client, server) = (pair.client, pair.server);
+    // Reconnect: a new session, numbered from scratch on both sides.
+    let now = pair.sim.now();
+    pair.to_server = pair
+        .sim
+        .endpoint_mut(client)
+        .connect(server_addr(), now)
+        .unwrap();
+    let mut accepted = None;
+    let to_server = pair.to_server;
+    let ok = pair
+        .sim
+        .run_until(Duration::from_secs(10), |sim| {
+            while let Some(event) = sim.poll_event(server) {
+                if let Event::Connected { connection, .. } = event {
+                    accepted = Some(connection);
+                }
+            }
+            let _ = support::sim_events(sim, client);
+            accepted.is_some() && sim.endpoint(client).is_connected(to_server)
+        })
+        .unwrap();
+    assert!(ok, "seed {seed}: the reconnect did not complete");
+    pair.to_client = accepted.unwrap();
+    let fresh = pair
+        .sim
+        .endpoint(client)
+        .connection_stats(pair.to_server)
+        .unwrap();
+    assert!(
+        fresh.packets_sent < 10,
+        "seed {seed}: {}",
+        fresh.packets_sent
+    );
+    assert_eq!(fresh.send_channels[2].messages_sent, 0, "seed {seed}");
+
+    // Only the new session's messages reach the new server, each once, from id 0.
+    let after = stream(pair, 30, Duration::from_secs(30), seed);
+    assert_exactly_once_in_order(&after, 30, seed);
+    pair.sim.run_for(Duration::from_secs(1)).unwrap();
+    for event in support::sim_events(&mut pair.sim, server) {
+        if let Event::Message { data, .. } = event {
+            panic!(
+                "seed {seed}: late message {} after the stream",
+                unstamp(&data)
+            );
+        }
+    }
+    let server_stats = pair
+        .sim
+        .endpoint(server)
+        .connection_stats(pair.to_client)
+        .unwrap();
+    assert_eq!(server_stats.recv_channels[2].messages_delivered, 30);
+}
+
+#[test]
+fn secure_clients_notice_a_restarted_secure_server_and_start_clean() {
+    for seed in 0..SEEDS {
+        let mut pair = support::secure::secure_pair(support::secure::quiet_link(), seed);
+        let before = stream(&mut pair, 20, Duration::from_secs(30), seed);
+        assert_exactly_once_in_order(&before, 20, seed);
+        let mut config = Config {
+            seed: Some(seed ^ 0x7e57),
+            ..Config::server()
+        };
+        support::secure::secure_server(&mut config);
+        restart_and_notice(&mut pair, config, seed, SECURE_DETECTED_WITHIN);
+        reconnect_and_stream(&mut pair, seed);
+        assert!(pair.sim.endpoint(pair.server).is_secure(pair.to_client));
     }
 }
