@@ -529,6 +529,7 @@ fn handshake() -> impl Strategy<Value = Handshake> {
             .prop_map(|(nonce, reason)| Handshake::Reject(Reject { nonce, reason })),
         (any::<u64>(), any::<u16>())
             .prop_map(|(token, code)| Handshake::Disconnect(Disconnect { token, code })),
+        Just(Handshake::NoSession),
     ]
 }
 
