@@ -4,7 +4,8 @@
 //! packet, and the client, which has heard nothing since, ends the session at once
 //! (`Remote { code: 0xFFF4 }`) and can reconnect from its new address, well before the idle
 //! timeout. A third party replaying the client's packets from its own address moves nothing
-//! and disturbs nothing. (Secure sessions move after validating the new path:
+//! and disturbs nothing, and a no-session packet forged with the server's address does not end
+//! a session the server is answering. (Secure sessions move after validating the new path:
 //! `secure_address_change.rs`.)
 
 mod support;
@@ -183,4 +184,47 @@ fn reconnect(pair: &mut Pair, seed: u64) {
         .unwrap();
     assert!(ok, "seed {seed}: the reconnect did not complete");
     pair.to_client = accepted.unwrap();
+}
+
+#[test]
+fn a_forged_no_session_packet_does_not_end_an_answered_session() {
+    for seed in 0..SEEDS {
+        let mut pair = connected_pair(link(seed), seed, |_| {});
+        let (client, server) = (pair.client, pair.server);
+        let mut received = Vec::new();
+        for counter in 0..200u32 {
+            pair.sim
+                .endpoint_mut(client)
+                .send(pair.to_server, RELIABLE_ORDERED, stamped(counter, 40))
+                .unwrap();
+            // An off-path attacker forges the server's address: the client hears the server
+            // all the time, so it does not believe the packet.
+            let now = pair.sim.now();
+            pair.sim.network_mut().send(
+                now,
+                server_addr(),
+                client_addr(),
+                bytes::Bytes::from_static(&[0xe0]),
+            );
+            pair.sim.run_for(Duration::from_millis(10)).unwrap();
+            received.extend(support::messages_on(
+                support::live_events(&mut pair.sim, server),
+                RELIABLE_ORDERED,
+            ));
+            let _ = support::live_events(&mut pair.sim, client);
+        }
+        pair.sim.run_for(Duration::from_secs(1)).unwrap();
+        received.extend(support::messages_on(
+            support::live_events(&mut pair.sim, server),
+            RELIABLE_ORDERED,
+        ));
+        let counters: Vec<u32> = received.iter().map(|m| support::unstamp(m)).collect();
+        assert_exactly_once_in_order(&counters, 200, seed);
+        let stats = pair
+            .sim
+            .endpoint(client)
+            .connection_stats(pair.to_server)
+            .unwrap();
+        assert_eq!(stats.dropped.unexpected, 200, "seed {seed}");
+    }
 }

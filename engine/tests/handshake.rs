@@ -314,6 +314,32 @@ fn a_flood_of_requests_from_spoofed_addresses_costs_no_state() {
     );
 }
 
+#[test]
+fn no_session_replies_are_capped_per_second_and_keep_no_state() {
+    let start = Instant::now();
+    let mut server = Endpoint::new(server_config(12), start).unwrap();
+    let ping = Bytes::from_static(&[0x00, 0x00, 0x07, 0x80]);
+    for second in 0..2u64 {
+        let now = start + Duration::from_secs(second);
+        let mut replies = 0u64;
+        for i in 0..1500u32 {
+            let from = SocketAddr::from(([10, 2, (i >> 8) as u8, i as u8], 2000));
+            server.handle_datagram(now, from, ping.clone());
+            for (to, reply) in drain_transmits(&mut server, now) {
+                assert_eq!((to, &reply[..]), (from, &[0xe0][..]));
+                replies += 1;
+            }
+        }
+        // 1024 a second, whatever the number of senders; the rest are counted, not sent.
+        assert_eq!(replies, 1024, "second {second}");
+    }
+    let stats = server.stats();
+    assert_eq!(stats.no_session_replies, 2 * 1024);
+    assert_eq!(stats.no_session_suppressed, 2 * (1500 - 1024));
+    assert_eq!(stats.dropped.unknown_peer, 2 * 1500);
+    assert_eq!(server.connection_count(), 0);
+}
+
 // ---- rejections ----
 
 #[test]
