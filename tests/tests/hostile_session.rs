@@ -95,6 +95,55 @@ async fn garbage_from_a_connected_peers_address_neither_kills_nor_refreshes_its_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncations_of_every_kind_from_a_connected_peers_address_leave_it_alive() {
+    let mut target = Target::start().await;
+    let mut peer = RawPeer::new(target.addr, 0x4801).await;
+    peer.handshake().await;
+    let session = connection_of(&mut target, &peer).await;
+    let payload = [0x77; 30];
+    // Its own packets, including a disconnect with the right token: whole, that one would end
+    // the session (the protocol says so); every proper prefix must not.
+    // (Without an ack header: a bare header with one is a valid ack-only packet.)
+    let message = peer.data(
+        None,
+        &[ForgedFrame::Message {
+            channel: RELIABLE.0,
+            id: Some(0),
+            payload: &payload,
+        }],
+    );
+    let kinds = [
+        message,
+        peer.request(),
+        peer.response([3; forge::COOKIE_SIZE]),
+        forge::disconnect(peer.nonce, 9),
+        forge::accept(peer.nonce),
+        forge::reject(peer.nonce, 1),
+        forge::challenge(peer.nonce, [3; forge::COOKIE_SIZE]),
+    ];
+    let before = target.server.endpoint_stats();
+    let mut sent = 0;
+    for datagram in &kinds {
+        for prefix in hostile::truncations(&datagram[..datagram.len().min(64)]) {
+            peer.send(prefix).await;
+            sent += 1;
+        }
+    }
+    target.after(&before, sent).await;
+    let stats = target.server.stats(session).expect("the session survived");
+    assert_eq!(stats.packets_received, 0, "a prefix was accepted");
+    // Alive and unchanged: its first real packet is accepted and acknowledged.
+    let ping = peer.ping();
+    peer.send(&ping).await;
+    target
+        .connection_when(session, |s| s.packets_received == 1)
+        .await;
+    target.assert_connections(&[session]);
+    target.round_trip().await;
+    target.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_very_old_and_bogus_ack_packets_are_counted_and_harmless() {
     let mut target = Target::start().await;
     let mut peer = RawPeer::new(target.addr, 0x5001).await;
