@@ -20,10 +20,18 @@ pub(crate) struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `<this executable> serve ...` and reads the address it bound.
-    pub(crate) fn start(args: &ServeArgs) -> Result<Self, String> {
+    /// Starts `<this executable> serve ...` (under `nice -n <nice>` unless `nice` is 0) and
+    /// reads the address it bound.
+    pub(crate) fn start(args: &ServeArgs, nice: i32) -> Result<Self, String> {
         let exe = std::env::current_exe().map_err(|e| format!("own executable: {e}"))?;
-        let mut child = Command::new(exe)
+        let mut command = if nice == 0 {
+            Command::new(exe)
+        } else {
+            let mut command = Command::new("nice");
+            command.args(["-n", &nice.to_string()]).arg(exe);
+            command
+        };
+        let mut child = command
             .arg("serve")
             .args(["--bind", &args.bind.to_string()])
             .args(["--max-connections", &args.max_connections.to_string()])

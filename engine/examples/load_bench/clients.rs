@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tickwire::{ChannelId, Client, ClientError, DriverConfig, Event};
+use tickwire::{ChannelId, Client, DriverConfig, Event};
 use tokio::task::JoinSet;
 use tokio::time::MissedTickBehavior;
 
@@ -111,7 +111,7 @@ pub(crate) async fn connect_all(
         }
         match pending.join_next().await {
             Some(Ok(Ok(client))) => clients.push(client),
-            Some(Ok(Err(e))) => errors.push(describe_connect_error(&e)),
+            Some(Ok(Err(e))) => errors.push(e.to_string()),
             Some(Err(e)) => errors.push(format!("connect task failed: {e}")),
             None => break,
         }
@@ -121,10 +121,6 @@ pub(crate) async fn connect_all(
         }
     }
     (clients, errors)
-}
-
-fn describe_connect_error(e: &ClientError) -> String {
-    e.to_string()
 }
 
 /// Runs one client until the phase is [`STOP`]: a message every `1 / rate_hz`, starting at a

@@ -119,6 +119,11 @@ struct RunArgs {
     /// Worker threads of the server's tokio runtime (1: current-thread).
     #[arg(long, default_value_t = 1)]
     server_threads: usize,
+    /// Scheduling niceness of the server process (`nice -n`; below 0 needs root). On a machine
+    /// where the clients and the flood share the server's cores, a negative value stands for
+    /// the server having its CPU to itself, as it would with the load coming from elsewhere.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    server_nice: i32,
     /// Kernel socket buffer requested per client socket, in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     client_socket_buffer: usize,
@@ -176,7 +181,7 @@ async fn run(args: &RunArgs) -> Result<Value, String> {
         max_connections: args.clients + 64,
         threads: args.server_threads,
     };
-    let mut server = ServerProcess::start(&serve_args)?;
+    let mut server = ServerProcess::start(&serve_args, args.server_nice)?;
     let (pid, addr) = (server.pid(), server.addr);
     eprintln!("server pid {pid} on {addr}; load average {load_before}");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -202,6 +207,7 @@ async fn run(args: &RunArgs) -> Result<Value, String> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with_clients = blocking(|| server.stats().map(|s| Snapshot::take(pid, addr.port(), s)))?;
     let client_count = connected.len();
+    let generator_rss = procfs::process_rss(std::process::id()).unwrap_or(0);
 
     let shared = Shared::new();
     let mut rng = rand::rngs::StdRng::seed_from_u64(args.seed);
@@ -355,6 +361,7 @@ async fn run(args: &RunArgs) -> Result<Value, String> {
             "flood_sockets_per_thread": args.flood_sockets,
             "client_threads": args.client_threads,
             "server_threads": args.server_threads,
+            "server_nice": args.server_nice,
             "seed": args.seed,
         },
         "load_average_1m": { "before": load_before, "after": procfs::load_average() },
@@ -369,6 +376,7 @@ async fn run(args: &RunArgs) -> Result<Value, String> {
             "rss_with_clients": with_clients.server_rss,
             "rss_end": last.server_rss,
             "bytes_per_connection": report::round(rss_per_connection),
+            "generator_rss_with_clients": generator_rss,
         },
         "phases": phases
             .iter()
