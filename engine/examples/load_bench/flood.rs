@@ -461,7 +461,10 @@ impl FloodThread {
                 }
             }
             FloodIo::Gso => {
-                let index = self.next_socket % self.gso.len().max(1);
+                if self.gso.len() != self.sockets.len() {
+                    return Err(io::Error::other("quinn-udp could not set up every socket"));
+                }
+                let index = self.next_socket;
                 self.next_socket = (self.next_socket + 1) % self.sockets.len();
                 let (socket, state) = (&self.sockets[index], &self.gso[index]);
                 let per_send = state.max_gso_segments().max(1);
