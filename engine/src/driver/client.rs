@@ -194,6 +194,10 @@ impl Client {
             return false;
         };
         out.push(first);
+        #[cfg(feature = "quic")]
+        if let Inner::Quic(quic) | Inner::Hybrid { quic, .. } = &mut self.inner {
+            quic.try_events(out, max);
+        }
         while out.len() < max {
             match self.try_event() {
                 Some(event) => out.push(event),
@@ -270,7 +274,11 @@ impl Client {
             #[cfg(feature = "quic")]
             Inner::Quic(quic) => Some(quic.session().stats()),
             #[cfg(feature = "quic")]
-            Inner::Hybrid { native, .. } => native.stats(),
+            Inner::Hybrid { native, quic } => {
+                let mut stats = native.stats()?;
+                quic.session().overlay_reliable(&mut stats);
+                Some(stats)
+            }
         }
     }
 

@@ -232,6 +232,9 @@ impl Server {
                 return false;
             };
             out.push(first);
+            if let Some(quic) = &mut self.quic {
+                quic.try_events(out, max);
+            }
             while out.len() < max {
                 match self.try_event() {
                     Some(event) => out.push(event),
@@ -285,7 +288,13 @@ impl Server {
         if let Some(session) = self.quic_whole_session(connection) {
             return Some(session.stats());
         }
-        self.native.as_ref()?.stats(connection)
+        #[allow(unused_mut)] // reliable channels overlaid from QUIC in hybrid mode
+        let mut stats = self.native.as_ref()?.stats(connection)?;
+        #[cfg(feature = "quic")]
+        if let Some(session) = self.quic.as_ref().and_then(|q| q.session(connection)) {
+            session.overlay_reliable(&mut stats);
+        }
+        Some(stats)
     }
 
     /// Endpoint-wide statistics of the native socket (datagrams, drops by reason,

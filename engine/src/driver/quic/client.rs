@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use quinn::{ConnectionError, EndpointConfig, TokioRuntime, TransportErrorCode};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, PAIRED, PAIR_MAGIC, TOKEN_LEN};
 use super::server::QUIC_ID_BIT;
 use super::session::Session;
@@ -22,7 +22,7 @@ const NO_APPLICATION_PROTOCOL: u8 = 120;
 pub(crate) struct QuicClient {
     endpoint: quinn::Endpoint,
     session: Arc<Session>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Arc<EventQueue>,
     task: JoinHandle<()>,
     local_addr: SocketAddr,
     /// Hybrid mode: the token to present on the native path, and the control stream on which
@@ -109,7 +109,7 @@ impl QuicClient {
                 server: addr,
                 after: quic.handshake_timeout,
             })??;
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let events = Arc::new(EventQueue::new(quic.event_queue_bytes));
         let session = Session::new(
             ConnectionId(QUIC_ID_BIT),
             conn,
@@ -117,9 +117,15 @@ impl QuicClient {
             config.endpoint.channels.client_to_server.clone(),
             config.endpoint.channels.server_to_client.clone(),
             !quic.disable_datagrams,
-            events_tx,
+            Arc::clone(&events),
         );
-        let task = tokio::spawn(Arc::clone(&session).run());
+        let task = tokio::spawn({
+            let (session, events) = (Arc::clone(&session), Arc::clone(&events));
+            async move {
+                session.run().await;
+                events.close();
+            }
+        });
         Ok(Self {
             endpoint,
             session,
@@ -167,12 +173,17 @@ impl QuicClient {
 
     /// The next event; `None` once the session has ended and every event was taken.
     pub(crate) async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.pop().await
     }
 
     /// The next event if one is waiting.
     pub(crate) fn try_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.try_pop()
+    }
+
+    /// Moves waiting events into `out` until it holds `max`.
+    pub(crate) fn try_events(&mut self, out: &mut Vec<Event>, max: usize) {
+        self.events.pop_into(out, max);
     }
 
     /// Closes gracefully (queued reliable data drained for at most `drain`) and waits for the

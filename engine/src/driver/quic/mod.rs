@@ -14,6 +14,8 @@ mod client;
 #[cfg(feature = "quic")]
 mod error;
 #[cfg(feature = "quic")]
+mod events;
+#[cfg(feature = "quic")]
 mod framing;
 #[cfg(feature = "quic")]
 mod server;
@@ -251,6 +253,13 @@ pub struct QuicConfig {
     /// Flow-control window per stream, in bytes. Default 16 MiB: a reliable channel may have
     /// that much unread at the receiver.
     pub stream_receive_window: u32,
+    /// Bytes of received messages (payload plus 64 per message) waiting for the application
+    /// (`next_event`) before the QUIC transport pushes back: further unreliable messages are
+    /// dropped and counted in [`RecvChannelStats::messages_dropped`](crate::RecvChannelStats),
+    /// reliable streams stop being read, so QUIC flow control slows their sender. One queue per
+    /// server (all its QUIC connections) or client. Default 8 MiB; a lagging reader holds at
+    /// most about this much (plus quinn's own buffers), a higher limit rides out longer stalls.
+    pub event_queue_bytes: usize,
     /// Client: never send DATAGRAM frames; unreliable channels use the fallback stream as if
     /// the server lacked datagram support. Default `false`; for tests of the fallback.
     pub disable_datagrams: bool,
@@ -269,6 +278,7 @@ impl Default for QuicConfig {
             datagram_receive_buffer: 8 << 20,
             datagram_send_buffer: 4 << 20,
             stream_receive_window: 16 << 20,
+            event_queue_bytes: 8 << 20,
             disable_datagrams: false,
         }
     }

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use quinn::{EndpointConfig, TokioRuntime};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, HELLO_LEN, PAIRED, TOKEN_LEN};
 use super::session::{Session, SHUTDOWN_CODE};
 use super::{tls, CertFingerprint, QuicConfig};
@@ -27,7 +27,7 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 pub(crate) struct QuicServer {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Arc<EventQueue>,
     accept: JoinHandle<()>,
     fingerprint: CertFingerprint,
     local_addr: SocketAddr,
@@ -47,7 +47,7 @@ struct Shared {
     /// Hybrid sessions waiting for their native half, by pairing token.
     pending: Mutex<HashMap<[u8; TOKEN_LEN], Pending>>,
     next_id: AtomicU64,
-    events: mpsc::UnboundedSender<Event>,
+    events: Arc<EventQueue>,
 }
 
 impl QuicServer {
@@ -69,14 +69,14 @@ impl QuicServer {
             Arc::new(TokioRuntime),
         )
         .map_err(|e| BindError::from_io(addr, e))?;
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let events = Arc::new(EventQueue::new(quic.event_queue_bytes));
         let shared = Arc::new(Shared {
             config: config.clone(),
             quic: quic.clone(),
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            events: events_tx,
+            events: Arc::clone(&events),
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         tracing::info!(%addr, sha256 = %fingerprint, "QUIC listening");
@@ -142,12 +142,17 @@ impl QuicServer {
 
     /// The next event; `None` never comes before shutdown.
     pub(crate) async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.pop().await
     }
 
     /// The next event if one is waiting.
     pub(crate) fn try_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.try_pop()
+    }
+
+    /// Moves waiting events into `out` until it holds `max`.
+    pub(crate) fn try_events(&mut self, out: &mut Vec<Event>, max: usize) {
+        self.events.pop_into(out, max);
     }
 
     /// Closes every session (draining for at most `drain`) and the endpoint.
@@ -239,7 +244,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         shared.config.channels.server_to_client.clone(),
         shared.config.channels.client_to_server.clone(),
         true,
-        shared.events.clone(),
+        Arc::clone(&shared.events),
     );
     match hello.mode {
         Mode::Full => {
@@ -248,7 +253,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
             }
             let _ = control.finish();
             shared.sessions().insert(id, Arc::clone(&session));
-            let _ = shared.events.send(Event::Connected {
+            shared.events.push(Event::Connected {
                 connection: id,
                 remote: conn.remote_address(),
             });
