@@ -6,7 +6,9 @@
 //!   then frames of `length: u32 BE | body`.
 //! - DATAGRAM frames (and the bodies on the fallback stream): `channel: u8 | [seq: u16 BE if
 //!   sequenced] | payload`, or an engine frame that starts with [`ENGINE_FRAME`]: several such
-//!   bodies packed into one ([`Packer`], [`Unpacker`]), or acknowledgements ([`Acks`]).
+//!   bodies packed into one ([`Packer`], [`Unpacker`]), acknowledgements of reliable channels
+//!   ([`Acks`]), a payload tagged for delivery notices ([`tag`]), or acknowledgements of tags
+//!   ([`TagAcks`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -24,6 +26,13 @@ pub(super) const ENGINE_FRAME: u8 = 0xFF;
 pub(super) const PACKED: u8 = 0;
 /// Engine frame kind: acknowledgements, each `channel: u8 | received: u64 BE`.
 pub(super) const ACKS: u8 = 1;
+/// Engine frame kind: `tag: u32 BE | payload`, a plain or packed payload whose receipt the
+/// receiver acknowledges (channels with `notify_delivery`).
+pub(super) const TAGGED: u8 = 2;
+/// Engine frame kind: acknowledgements of tagged payloads, each `tag: u32 BE`.
+pub(super) const TAG_ACKS: u8 = 3;
+/// Bytes a tag adds in front of a payload.
+pub(super) const TAG_HEADER: usize = 2 + 4;
 /// Bytes of a packed frame's header (`ENGINE_FRAME`, `PACKED`).
 const PACKED_HEADER: usize = 2;
 /// Bytes of each packed body's length prefix.
@@ -215,6 +224,15 @@ pub(super) enum Payload {
     Packed(Unpacker),
     /// Acknowledgements, to read with [`Acks`].
     Acks(Acks),
+    /// A payload to acknowledge with its tag.
+    Tagged {
+        /// The sender's tag.
+        tag: u32,
+        /// The payload (plain or packed; anything else is malformed).
+        inner: Bytes,
+    },
+    /// Acknowledgements of tagged payloads.
+    TagAcks(TagAcks),
 }
 
 impl Payload {
@@ -231,6 +249,12 @@ impl Payload {
                     PACKED => Ok(Self::Packed(Unpacker(body))),
                     ACKS if body.len() % ACK_LEN == 0 => Ok(Self::Acks(Acks(body))),
                     ACKS => Err(FrameError::Truncated),
+                    TAGGED if body.len() >= 4 => {
+                        let tag = body.get_u32();
+                        Ok(Self::Tagged { tag, inner: body })
+                    }
+                    TAG_ACKS if body.len() % 4 == 0 => Ok(Self::TagAcks(TagAcks(body))),
+                    TAGGED | TAG_ACKS => Err(FrameError::Truncated),
                     kind => Err(FrameError::UnknownFrame(kind)),
                 }
             }
@@ -290,6 +314,42 @@ impl Iterator for Acks {
             return None;
         }
         Some((self.0.get_u8(), self.0.get_u64()))
+    }
+}
+
+/// `payload` (plain or packed) behind a tag, in a new buffer.
+pub(super) fn tag(tag: u32, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(TAG_HEADER + payload.len());
+    out.put_u8(ENGINE_FRAME);
+    out.put_u8(TAGGED);
+    out.put_u32(tag);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The tags of a tag acknowledgements frame, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct TagAcks(Bytes);
+
+impl TagAcks {
+    /// A frame acknowledging these tags.
+    pub(super) fn encode(tags: &[u32]) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 + 4 * tags.len());
+        out.put_u8(ENGINE_FRAME);
+        out.put_u8(TAG_ACKS);
+        for &tag in tags {
+            out.put_u32(tag);
+        }
+        out.freeze()
+    }
+}
+
+impl Iterator for TagAcks {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        // `classify` checked that the length is a multiple of 4.
+        (self.0.len() >= 4).then(|| self.0.get_u32())
     }
 }
 
@@ -439,6 +499,21 @@ mod tests {
             assert_eq!(unpacker.next(), Some(Err(FrameError::Truncated)));
             assert_eq!(unpacker.next(), None);
         }
+    }
+
+    #[test]
+    fn tags_and_tag_acks_round_trip() {
+        let Ok(Payload::Tagged { tag: 7, inner }) = Payload::classify(tag(7, b"\x01abc")) else {
+            panic!("not tagged");
+        };
+        assert_eq!(&inner[..], b"\x01abc");
+        let Ok(Payload::TagAcks(tags)) = Payload::classify(TagAcks::encode(&[1, u32::MAX])) else {
+            panic!("not tag acks");
+        };
+        assert_eq!(tags.collect::<Vec<_>>(), [1, u32::MAX]);
+        let bad = |bytes: &'static [u8]| Payload::classify(Bytes::from_static(bytes));
+        assert_eq!(bad(&[0xFF, TAGGED, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(bad(&[0xFF, TAG_ACKS, 0, 0, 0]), Err(FrameError::Truncated));
     }
 
     #[test]

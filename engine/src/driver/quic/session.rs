@@ -9,12 +9,15 @@
 //! reader task per incoming stream; all of them push [`Event`]s into the driver's bounded
 //! [`EventQueue`], a batch per datagram or stream read, and the connection's
 //! [`Event::Disconnected`] comes after every message it delivered. A last task acknowledges the
-//! reliable messages received (an acks frame on the fallback stream), so that the sender can
-//! count them in `messages_acked` as natively.
+//! reliable messages received and the tagged payloads of channels with `notify_delivery` (on
+//! the fallback stream), so that the sender counts `messages_acked` and reports
+//! [`Event::Delivery`] as natively; a timer task declares lost the tagged payloads that stay
+//! unacknowledged.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, RecvStream, SendDatagramError};
@@ -23,11 +26,11 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use super::events::EventQueue;
 use super::framing::{self, put_frame, take_frame, Acks, DatagramHeader, Mode, FALLBACK_STREAM};
-use super::framing::{Packer, Payload};
+use super::framing::{Packer, Payload, TagAcks, TAG_HEADER};
 use crate::driver::Transport;
 use crate::{
-    ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DisconnectReason, Event,
-    MessageId, RecvChannelStats, SendChannelStats, SendError,
+    ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DeliveryOutcome,
+    DisconnectReason, Event, MessageId, RecvChannelStats, SendChannelStats, SendError,
 };
 
 /// Close code of a connection whose peer broke the QUIC mapping.
@@ -46,6 +49,16 @@ const ACK_INTERVAL: Duration = Duration::from_millis(2);
 /// Largest frame on the fallback stream besides unreliable messages: a packed DATAGRAM payload
 /// or an acks frame.
 const MAX_ENGINE_FRAME: usize = u16::MAX as usize;
+/// A tagged payload is declared lost once a payload sent this many tags later was acknowledged
+/// (as QUIC's packet threshold, RFC 9002)...
+const REORDER_THRESHOLD: u32 = 3;
+/// ...or once it went unacknowledged for three round trips, and at least this long.
+const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
+/// How often the loss timer looks at unacknowledged tagged payloads.
+const LOSS_CHECK: Duration = Duration::from_millis(10);
+/// Tags received and not yet acknowledged beyond this many are not acknowledged (their sender
+/// declares them lost): a bound on what a flooding peer makes this side hold.
+const MAX_PENDING_TAGS: usize = 16 * 1024;
 
 /// A Tickwire connection over QUIC.
 pub(crate) struct Session {
@@ -70,6 +83,10 @@ struct SendState {
     channels: Vec<SendSlot>,
     /// Packs DATAGRAM payloads; empty between calls.
     packer: Packer,
+    /// Tagged payloads (of channels with `notify_delivery`) not yet acknowledged, oldest first.
+    tracked: VecDeque<Tracked>,
+    /// The next payload tag (its low 32 bits go on the wire).
+    next_tag: u64,
     fallback: Option<Writer>,
     /// The application closed the connection: no more sends.
     closing: Option<u16>,
@@ -97,12 +114,22 @@ struct DatagramRoom {
     space: usize,
 }
 
+/// A tagged payload awaiting its acknowledgement.
+struct Tracked {
+    tag: u32,
+    sent: Instant,
+    channel: ChannelId,
+    messages: Vec<MessageId>,
+}
+
 /// The state of one `send` or `send_many` call: quinn's limits, read on the first datagram,
 /// and the DATAGRAM payload being packed (with the session's packer, taken for the call so
 /// that its buffer serves many calls).
 struct SendBatch {
     room: Option<DatagramRoom>,
     packer: Packer,
+    /// Messages in the packer whose fate the application wants to know.
+    tracked: Vec<MessageId>,
 }
 
 impl SendBatch {
@@ -110,6 +137,7 @@ impl SendBatch {
         Self {
             room: None,
             packer: std::mem::take(&mut state.packer),
+            tracked: Vec::new(),
         }
     }
 
@@ -128,6 +156,8 @@ struct RecvState {
     opened: Vec<u8>,
     /// Per channel, the reliable messages received as last acknowledged to the peer.
     acked: Vec<u64>,
+    /// Tags of received payloads not yet acknowledged.
+    tags: Vec<u32>,
 }
 
 impl Session {
@@ -147,6 +177,8 @@ impl Session {
             send: Mutex::new(SendState {
                 channels: send_channels.iter().map(|_| SendSlot::default()).collect(),
                 packer: Packer::default(),
+                tracked: VecDeque::new(),
+                next_tag: 0,
                 fallback: None,
                 closing: None,
             }),
@@ -156,6 +188,7 @@ impl Session {
                 malformed: 0,
                 opened: Vec::new(),
                 acked: vec![0; recv_channels.len()],
+                tags: Vec::new(),
             }),
             send_channels,
             recv_channels,
@@ -301,7 +334,16 @@ impl Session {
                     space: self.conn.datagram_send_buffer_space(),
                 });
                 let size = header_len + data.len();
-                let max = room.max.filter(|&max| size <= max);
+                // A channel with delivery notices tags its payloads.
+                let tag_len = if config.notify_delivery {
+                    TAG_HEADER
+                } else {
+                    0
+                };
+                let max = room
+                    .max
+                    .map(|max| max.saturating_sub(tag_len))
+                    .filter(|&max| size <= max);
                 if let Some(max) = max {
                     if batch.packer.len_with(size) > max {
                         if let Err(lost) = self.flush(state, batch, config, channel) {
@@ -309,7 +351,7 @@ impl Session {
                         }
                     }
                     let room = batch.room.as_ref().map_or(0, |r| r.space);
-                    if room < batch.packer.len_with(size) {
+                    if room < batch.packer.len_with(size) + tag_len {
                         // quinn would drop older queued datagrams to make room: push back
                         // instead, as the native driver does when its send buffer is full.
                         let _ = self.flush(state, batch, config, channel);
@@ -327,10 +369,20 @@ impl Session {
                     channel: channel.0,
                     seq,
                 };
+                let id = MessageId(slot.next_id);
                 match max {
-                    Some(max) => batch.packer.push(header, &data, max),
+                    Some(max) => {
+                        batch.packer.push(header, &data, max);
+                        if config.notify_delivery {
+                            batch.tracked.push(id);
+                        }
+                    }
                     None => {
-                        let body = header.encode(&data);
+                        let mut body = header.encode(&data);
+                        if config.notify_delivery {
+                            let tag = self.track(state, channel, vec![id]);
+                            body = framing::tag(tag, &body);
+                        }
                         if self.push_fallback(state, body, config, channel).is_err() {
                             return Err(SendError::BufferFull { channel, data });
                         }
@@ -355,9 +407,13 @@ impl Session {
         config: &ChannelConfig,
         channel: ChannelId,
     ) -> Result<(), Lost> {
-        let Some(body) = batch.packer.finish() else {
+        let Some(mut body) = batch.packer.finish() else {
             return Ok(());
         };
+        if !batch.tracked.is_empty() {
+            let tag = self.track(state, channel, std::mem::take(&mut batch.tracked));
+            body = framing::tag(tag, &body);
+        }
         let len = body.len();
         match self.conn.send_datagram(body.clone()) {
             Ok(()) => {
@@ -374,6 +430,19 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Records a tagged payload carrying `messages`; returns its tag.
+    fn track(&self, state: &mut SendState, channel: ChannelId, messages: Vec<MessageId>) -> u32 {
+        let tag = state.next_tag as u32;
+        state.next_tag += 1;
+        state.tracked.push_back(Tracked {
+            tag,
+            sent: Instant::now(),
+            channel,
+            messages,
+        });
+        tag
     }
 
     /// Queues a datagram payload on the fallback stream, within the channel's buffer limit.
@@ -429,6 +498,10 @@ impl Session {
         data: Bytes,
     ) -> Result<MessageId, SendError> {
         let sequenced = self.send_kind(channel) == Some(ChannelKind::UnreliableSequenced);
+        let notify = self
+            .send_channels
+            .get(usize::from(channel.0))
+            .is_some_and(|c| c.notify_delivery);
         let (body, id) = {
             let mut state = self.lock_send();
             if state.closing.is_some() {
@@ -447,7 +520,12 @@ impl Session {
                 channel: channel.0,
                 seq,
             };
-            (header.encode(&data), id)
+            let mut body = header.encode(&data);
+            if notify {
+                let tag = self.track(&mut state, channel, vec![id]);
+                body = framing::tag(tag, &body);
+            }
+            (body, id)
         };
         match self.conn.send_datagram_wait(body).await {
             Ok(()) => Ok(id),
@@ -556,8 +634,11 @@ impl Session {
         // without re-arming the stream accept alongside it.
         let mut readers = JoinSet::new();
         readers.spawn(Arc::clone(&self).read_datagrams());
-        if self.recv_channels.iter().any(|c| c.kind.is_reliable()) {
+        if !self.recv_channels.is_empty() {
             readers.spawn(Arc::clone(&self).send_acks());
+        }
+        if self.send_channels.iter().any(|c| c.notify_delivery) {
+            readers.spawn(Arc::clone(&self).expire_tracked());
         }
         loop {
             tokio::select! {
@@ -615,10 +696,11 @@ impl Session {
                 () = self.ack_due.notified() => {}
                 _ = self.conn.closed() => return,
             }
-            let acks: Vec<(u8, u64)> = {
+            let (acks, tags): (Vec<(u8, u64)>, Vec<u32>) = {
                 let mut recv = self.lock_recv();
                 let recv = &mut *recv;
-                recv.acked
+                let acks = recv
+                    .acked
                     .iter_mut()
                     .zip(&recv.stats)
                     .enumerate()
@@ -627,12 +709,12 @@ impl Session {
                         *acked = stats.messages_delivered;
                         (channel as u8, *acked)
                     })
-                    .collect()
+                    .collect();
+                (acks, std::mem::take(&mut recv.tags))
             };
-            if acks.is_empty() {
+            if acks.is_empty() && tags.is_empty() {
                 continue;
             }
-            let body = Acks::encode(acks.into_iter());
             {
                 let mut state = self.lock_send();
                 if state.closing.is_some() {
@@ -645,7 +727,12 @@ impl Session {
                         Arc::clone(&self.drained),
                     )
                 });
-                writer.push_unlimited(body);
+                if !acks.is_empty() {
+                    writer.push_unlimited(Acks::encode(acks.into_iter()));
+                }
+                for tags in tags.chunks(MAX_ENGINE_FRAME / 4 - 1) {
+                    writer.push_unlimited(TagAcks::encode(tags));
+                }
             }
             tokio::time::sleep(ACK_INTERVAL).await;
         }
@@ -717,8 +804,14 @@ impl Session {
     /// the event queue as one batch (`batch` is scratch space, left empty).
     fn on_payload(&self, body: Bytes, batch: &mut Vec<Event>) {
         let connection = self.id();
+        let mut payload = Payload::classify(body);
+        let mut tagged = None;
+        if let Ok(Payload::Tagged { tag, inner }) = payload {
+            tagged = Some(tag);
+            payload = Payload::classify(inner);
+        }
         let mut recv = self.lock_recv();
-        match Payload::classify(body) {
+        match payload {
             Ok(Payload::Message(body)) => self.decode_message(&mut recv, connection, body, batch),
             Ok(Payload::Packed(bodies)) => {
                 for body in bodies {
@@ -728,11 +821,25 @@ impl Session {
                     }
                 }
             }
-            Ok(Payload::Acks(acks)) => {
+            Ok(Payload::Acks(acks)) if tagged.is_none() => {
                 drop(recv);
                 return self.on_acks(acks);
             }
-            Err(_) => recv.malformed += 1,
+            Ok(Payload::TagAcks(tags)) if tagged.is_none() => {
+                drop(recv);
+                return self.on_tag_acks(tags);
+            }
+            // Broken, or a tag around something other than messages.
+            _ => {
+                recv.malformed += 1;
+                return;
+            }
+        }
+        if let Some(tag) = tagged {
+            if recv.tags.len() < MAX_PENDING_TAGS {
+                recv.tags.push(tag);
+            }
+            self.ack_due.notify_one();
         }
         self.events.push_messages(batch);
         // What did not fit is dropped: the application is not keeping up.
@@ -813,6 +920,83 @@ impl Session {
         if bogus {
             self.lock_recv().malformed += 1;
         }
+    }
+
+    /// The peer's acknowledgements of tagged payloads: their messages are delivered; payloads
+    /// sent [`REORDER_THRESHOLD`] tags before an acknowledged one are lost.
+    fn on_tag_acks(&self, tags: TagAcks) {
+        let mut events = Vec::new();
+        let mut state = self.lock_send();
+        for tag in tags {
+            // Unknown tags were already declared lost (or are bogus): nothing to do.
+            let Some(at) = state.tracked.iter().position(|t| t.tag == tag) else {
+                continue;
+            };
+            if let Some(acked) = state.tracked.remove(at) {
+                self.settle(&mut state, acked, DeliveryOutcome::Acked, &mut events);
+            }
+            while let Some(front) = state.tracked.front() {
+                let behind = tag.wrapping_sub(front.tag);
+                if !(REORDER_THRESHOLD..1 << 31).contains(&behind) {
+                    break;
+                }
+                if let Some(lost) = state.tracked.pop_front() {
+                    self.settle(&mut state, lost, DeliveryOutcome::Lost, &mut events);
+                }
+            }
+        }
+        drop(state);
+        self.events.push_all(&mut events);
+    }
+
+    /// Declares lost the tagged payloads unacknowledged for three round trips, until the
+    /// connection closes.
+    async fn expire_tracked(self: Arc<Self>) {
+        let mut events = Vec::new();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(LOSS_CHECK) => {}
+                _ = self.conn.closed() => return,
+            }
+            let timeout = (self.conn.rtt() * 3 + ACK_INTERVAL).max(MIN_LOSS_TIMEOUT);
+            let now = Instant::now();
+            let mut state = self.lock_send();
+            while state
+                .tracked
+                .front()
+                .is_some_and(|t| now.duration_since(t.sent) >= timeout)
+            {
+                if let Some(lost) = state.tracked.pop_front() {
+                    self.settle(&mut state, lost, DeliveryOutcome::Lost, &mut events);
+                }
+            }
+            drop(state);
+            self.events.push_all(&mut events);
+        }
+    }
+
+    /// Counts the fate of a tagged payload's messages and appends their delivery events.
+    fn settle(
+        &self,
+        state: &mut SendState,
+        payload: Tracked,
+        outcome: DeliveryOutcome,
+        events: &mut Vec<Event>,
+    ) {
+        let connection = self.id();
+        if let Some(slot) = state.channels.get_mut(usize::from(payload.channel.0)) {
+            let n = payload.messages.len() as u64;
+            match outcome {
+                DeliveryOutcome::Acked => slot.stats.messages_acked += n,
+                DeliveryOutcome::Lost => slot.stats.messages_lost += n,
+            }
+        }
+        events.extend(payload.messages.into_iter().map(|message| Event::Delivery {
+            connection,
+            channel: payload.channel,
+            message,
+            outcome,
+        }));
     }
 
     /// Reliable messages of one stream read, counted and queued as one batch.
