@@ -282,15 +282,19 @@ impl Client {
         }
     }
 
-    /// Changes the simulated network conditions of the native path live (`None` turns them
-    /// off). QUIC traffic is never conditioned.
+    /// Changes the simulated network conditions live (`None` turns them off): of the native
+    /// path, and of the QUIC path if it was conditioned from the start
+    /// ([`QuicConfig::link`](crate::QuicConfig::link); then `None` makes its link perfect).
     pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
         match &self.inner {
             Inner::Native(native) => native.set_link(link),
             #[cfg(feature = "quic")]
-            Inner::Quic(_) => Ok(()),
+            Inner::Quic(quic) => quic.set_link(link),
             #[cfg(feature = "quic")]
-            Inner::Hybrid { native, .. } => native.set_link(link),
+            Inner::Hybrid { native, quic } => {
+                quic.set_link(link)?;
+                native.set_link(link)
+            }
         }
     }
 

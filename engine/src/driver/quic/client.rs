@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quinn::{ConnectionError, EndpointConfig, TokioRuntime, TransportErrorCode};
+use quinn::{ConnectionError, TransportErrorCode};
 use tokio::task::JoinHandle;
 
 use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, PAIRED, PAIR_MAGIC, TOKEN_LEN};
+use super::link::{self, LinkHandle};
 use super::server::QUIC_ID_BIT;
 use super::session::Session;
 use super::tls::{self, Verifier};
@@ -28,6 +29,8 @@ pub(crate) struct QuicClient {
     /// Hybrid mode: the token to present on the native path, and the control stream on which
     /// the server confirms the pairing.
     pairing: Option<([u8; TOKEN_LEN], quinn::RecvStream)>,
+    /// The simulated link under the endpoint, if `DriverConfig::link` was set.
+    link: Option<LinkHandle>,
 }
 
 impl QuicClient {
@@ -47,13 +50,8 @@ impl QuicClient {
         let local_addr = socket
             .local_addr()
             .map_err(|e| crate::BindError::from_io(client_bind_addr(addr), e))?;
-        let endpoint = quinn::Endpoint::new(
-            EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(TokioRuntime),
-        )
-        .map_err(|e| crate::BindError::from_io(local_addr, e))?;
+        let (endpoint, link) = link::endpoint(socket, None, quic.link.as_ref(), config.link_seed)
+            .map_err(|e| crate::BindError::from_io(local_addr, e))?;
         let connecting = endpoint
             .connect_with(client_config, addr, &quic.server_name)
             .map_err(|source| QuicError::Connect {
@@ -133,12 +131,21 @@ impl QuicClient {
             task,
             local_addr,
             pairing,
+            link,
         })
     }
 
     /// The session.
     pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// Changes the simulated link of the QUIC socket, if it has one.
+    pub(crate) fn set_link(
+        &self,
+        config: Option<&crate::sim::LinkConfig>,
+    ) -> Result<(), crate::sim::LinkConfigError> {
+        self.link.as_ref().map_or(Ok(()), |link| link.set(config))
     }
 
     /// The local QUIC socket's address.

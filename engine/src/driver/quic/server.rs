@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use quinn::{EndpointConfig, TokioRuntime};
 use tokio::task::JoinHandle;
 
 use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, HELLO_LEN, PAIRED, TOKEN_LEN};
+use super::link::{self, LinkHandle};
 use super::session::{Session, SHUTDOWN_CODE};
 use super::{tls, CertFingerprint, QuicConfig};
 use crate::driver::BindError;
@@ -31,6 +31,8 @@ pub(crate) struct QuicServer {
     accept: JoinHandle<()>,
     fingerprint: CertFingerprint,
     local_addr: SocketAddr,
+    /// The simulated link under the endpoint, if `DriverConfig::link` was set.
+    link: Option<LinkHandle>,
 }
 
 /// A hybrid session waiting for its native half, with the control stream that will confirm the
@@ -56,19 +58,16 @@ impl QuicServer {
         socket: std::net::UdpSocket,
         config: &Config,
         quic: &QuicConfig,
+        link_seed: u64,
     ) -> Result<Self, BindError> {
         let addr = socket
             .local_addr()
             .map_err(|e| BindError::from_io(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
         let streams = tls::stream_count(&config.channels.client_to_server);
         let (server_config, fingerprint) = tls::server_config(quic, streams)?;
-        let endpoint = quinn::Endpoint::new(
-            EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(TokioRuntime),
-        )
-        .map_err(|e| BindError::from_io(addr, e))?;
+        let (endpoint, link) =
+            link::endpoint(socket, Some(server_config), quic.link.as_ref(), link_seed)
+                .map_err(|e| BindError::from_io(addr, e))?;
         let events = Arc::new(EventQueue::new(quic.event_queue_bytes));
         let shared = Arc::new(Shared {
             config: config.clone(),
@@ -87,6 +86,7 @@ impl QuicServer {
             accept,
             fingerprint,
             local_addr: addr,
+            link,
         })
     }
 
@@ -98,6 +98,14 @@ impl QuicServer {
     /// The SHA-256 fingerprint of the certificate presented.
     pub(crate) fn fingerprint(&self) -> CertFingerprint {
         self.fingerprint
+    }
+
+    /// Changes the simulated link of the QUIC socket, if it has one.
+    pub(crate) fn set_link(
+        &self,
+        config: Option<&crate::sim::LinkConfig>,
+    ) -> Result<(), crate::sim::LinkConfigError> {
+        self.link.as_ref().map_or(Ok(()), |link| link.set(config))
     }
 
     /// The session with this id, if it is live.
