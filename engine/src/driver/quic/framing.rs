@@ -501,6 +501,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any bytes from the network decode to a value or an error, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let sequenced = |channel: u8| (channel < 4).then_some(channel % 2 == 1);
+            // Half the cases as engine frames of a known kind, which random bytes rarely are.
+            let mut framed = bytes.clone();
+            if let Some(first) = framed.first().copied() {
+                framed.splice(..1, [ENGINE_FRAME, first % 4]);
+            }
+            let input = if bytes.len() % 2 == 0 { framed } else { bytes.clone() };
+            let mut bodies = vec![Bytes::from(input.clone())];
+            let mut payload = Payload::classify(Bytes::from(input));
+            if let Ok(Payload::Tagged { inner, .. }) = payload {
+                payload = Payload::classify(inner);
+            }
+            match payload {
+                Ok(Payload::Packed(unpacker)) => bodies.extend(unpacker.flatten()),
+                Ok(Payload::Acks(acks)) => drop(acks.count()),
+                Ok(Payload::TagAcks(tags)) => drop(tags.count()),
+                _ => {}
+            }
+            for body in bodies {
+                let _ = DatagramHeader::decode(body, sequenced);
+            }
+            let _ = Hello::decode(&bytes);
+            let _ = pairing_token(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = take_frame(&mut buf, 16) {}
+        }
+    }
+
     #[test]
     fn tags_and_tag_acks_round_trip() {
         let Ok(Payload::Tagged { tag: 7, inner }) = Payload::classify(tag(7, b"\x01abc")) else {

@@ -54,7 +54,7 @@ const MAX_ENGINE_FRAME: usize = u16::MAX as usize;
 const REORDER_THRESHOLD: u32 = 3;
 /// ...or once it went unacknowledged for three round trips, and at least this long.
 const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
-/// How often the loss timer looks at unacknowledged tagged payloads.
+/// The loss timer waits at least this long between looks at unacknowledged tagged payloads.
 const LOSS_CHECK: Duration = Duration::from_millis(10);
 /// Tags received and not yet acknowledged beyond this many are not acknowledged (their sender
 /// declares them lost): a bound on what a flooding peer makes this side hold.
@@ -77,6 +77,8 @@ pub(crate) struct Session {
     drained: Arc<Notify>,
     /// Notified when reliable messages arrived that the peer has not been told about.
     ack_due: Notify,
+    /// Notified when a tagged payload was recorded while none was awaiting its acknowledgement.
+    tracking: Notify,
 }
 
 struct SendState {
@@ -196,6 +198,7 @@ impl Session {
             events,
             drained: Arc::new(Notify::new()),
             ack_due: Notify::new(),
+            tracking: Notify::new(),
         })
     }
 
@@ -436,6 +439,9 @@ impl Session {
     fn track(&self, state: &mut SendState, channel: ChannelId, messages: Vec<MessageId>) -> u32 {
         let tag = state.next_tag as u32;
         state.next_tag += 1;
+        if state.tracked.is_empty() {
+            self.tracking.notify_one();
+        }
         state.tracked.push_back(Tracked {
             tag,
             sent: Instant::now(),
@@ -928,10 +934,18 @@ impl Session {
         let mut events = Vec::new();
         let mut state = self.lock_send();
         for tag in tags {
+            // The deque is in tag order (wrapping): binary search by distance from the oldest.
             // Unknown tags were already declared lost (or are bogus): nothing to do.
-            let Some(at) = state.tracked.iter().position(|t| t.tag == tag) else {
-                continue;
+            let Some(oldest) = state.tracked.front().map(|t| t.tag) else {
+                break;
             };
+            let distance = tag.wrapping_sub(oldest);
+            let at = state
+                .tracked
+                .partition_point(|t| t.tag.wrapping_sub(oldest) < distance);
+            if state.tracked.get(at).is_none_or(|t| t.tag != tag) {
+                continue;
+            }
             if let Some(acked) = state.tracked.remove(at) {
                 self.settle(&mut state, acked, DeliveryOutcome::Acked, &mut events);
             }
@@ -950,15 +964,26 @@ impl Session {
     }
 
     /// Declares lost the tagged payloads unacknowledged for three round trips, until the
-    /// connection closes.
+    /// connection closes. Sleeps while none is awaiting its acknowledgement.
     async fn expire_tracked(self: Arc<Self>) {
         let mut events = Vec::new();
         loop {
+            let timeout = (self.conn.rtt() * 3 + ACK_INTERVAL).max(MIN_LOSS_TIMEOUT);
+            let oldest = self.lock_send().tracked.front().map(|t| t.sent);
+            let wake = async {
+                match oldest {
+                    // At the oldest one's deadline, but no more often than every LOSS_CHECK.
+                    Some(sent) => {
+                        let at = (sent + timeout).max(Instant::now() + LOSS_CHECK);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    None => self.tracking.notified().await,
+                }
+            };
             tokio::select! {
-                () = tokio::time::sleep(LOSS_CHECK) => {}
+                () = wake => {}
                 _ = self.conn.closed() => return,
             }
-            let timeout = (self.conn.rtt() * 3 + ACK_INTERVAL).max(MIN_LOSS_TIMEOUT);
             let now = Instant::now();
             let mut state = self.lock_send();
             while state
