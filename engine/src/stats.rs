@@ -24,7 +24,9 @@ pub struct RecvChannelStats {
     pub messages_delivered: u64,
     /// Payload bytes handed to the application.
     pub bytes_delivered: u64,
-    /// Messages dropped: stale on a sequenced channel, or fragmented and never completed.
+    /// Messages dropped: stale on a sequenced channel, fragmented and never completed, or
+    /// (over QUIC, unreliable kinds) refused by a full event queue
+    /// ([`QuicConfig::event_queue_bytes`](crate::QuicConfig::event_queue_bytes)).
     pub messages_dropped: u64,
     /// Reliable messages received again after delivery (retransmissions that crossed an ack).
     pub duplicates: u64,

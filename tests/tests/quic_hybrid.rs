@@ -58,6 +58,17 @@ async fn hybrid_delivers_reliable_in_order_while_sequenced_flows_natively() {
         native_after > native_before,
         "sequenced traffic flowed over native UDP"
     );
+    // The pair's statistics show the reliable channel as QUIC carried it, acknowledged.
+    let stats = server.stats(id).expect("stats");
+    assert_eq!(stats.recv_channels[2].messages_delivered, u64::from(COUNT));
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    while client.stats().expect("stats").send_channels[2].messages_acked < u64::from(COUNT) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reliable acks over QUIC"
+        );
+        tokio::task::yield_now().await;
+    }
     client.disconnect(0).await;
     server.shutdown().await;
 }

@@ -194,6 +194,10 @@ impl Client {
             return false;
         };
         out.push(first);
+        #[cfg(feature = "quic")]
+        if let Inner::Quic(quic) | Inner::Hybrid { quic, .. } = &mut self.inner {
+            quic.try_events(out, max);
+        }
         while out.len() < max {
             match self.try_event() {
                 Some(event) => out.push(event),
@@ -271,19 +275,27 @@ impl Client {
             #[cfg(feature = "quic")]
             Inner::Quic(quic) => Some(quic.session().stats()),
             #[cfg(feature = "quic")]
-            Inner::Hybrid { native, .. } => native.stats(),
+            Inner::Hybrid { native, quic } => {
+                let mut stats = native.stats()?;
+                quic.session().overlay_reliable(&mut stats);
+                Some(stats)
+            }
         }
     }
 
-    /// Changes the simulated network conditions of the native path live (`None` turns them
-    /// off). QUIC traffic is never conditioned.
+    /// Changes the simulated network conditions live (`None` turns them off): of the native
+    /// path, and of the QUIC path if it was conditioned from the start
+    /// ([`QuicConfig::link`](crate::QuicConfig::link); then `None` makes its link perfect).
     pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
         match &self.inner {
             Inner::Native(native) => native.set_link(link),
             #[cfg(feature = "quic")]
-            Inner::Quic(_) => Ok(()),
+            Inner::Quic(quic) => quic.set_link(link),
             #[cfg(feature = "quic")]
-            Inner::Hybrid { native, .. } => native.set_link(link),
+            Inner::Hybrid { native, quic } => {
+                quic.set_link(link)?;
+                native.set_link(link)
+            }
         }
     }
 

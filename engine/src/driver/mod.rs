@@ -8,7 +8,8 @@
 //!   once per frame from its own game loop.
 //!
 //! Both can pass every datagram through a [`LinkConditioner`](crate::sim::LinkConditioner) in
-//! each direction ([`DriverConfig::link`]), to run a real application as if over a bad network.
+//! each direction ([`DriverConfig::link`]), to run a real application as if over a bad network;
+//! the QUIC path has its own ([`QuicConfig::link`]).
 //!
 //! [`Endpoint`]: crate::Endpoint
 
@@ -60,7 +61,8 @@ pub struct DriverConfig {
     /// the kernel may grant less (see `net.core.rmem_max`).
     pub socket_buffer_bytes: usize,
     /// Which transport to use (client) or serve (server). Default [`Transport::Native`]. The
-    /// simulated [`link`](Self::link) applies to the native path only.
+    /// simulated [`link`](Self::link) applies to the native path; the QUIC path has its own
+    /// ([`QuicConfig::link`]), so that one can be blocked while the other works.
     pub transport: Transport,
     /// QUIC settings: port, certificate, verification, timeouts. Used unless `transport` is
     /// `Native`.
@@ -84,7 +86,7 @@ impl DriverConfig {
     /// Checks the endpoint and link configuration.
     pub fn validate(&self) -> Result<(), DriverConfigError> {
         self.endpoint.validate()?;
-        if let Some(link) = &self.link {
+        for link in [&self.link, &self.quic.link].into_iter().flatten() {
             link.validate()?;
         }
         if !cfg!(feature = "quic") && self.transport != Transport::Native {

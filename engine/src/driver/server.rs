@@ -86,7 +86,12 @@ impl Server {
             let local_addr = native_socket
                 .local_addr()
                 .map_err(|e| BindError::from_io(addr, e))?;
-            let quic = QuicServer::start(quic_socket, &config.endpoint, &config.quic)?;
+            let quic = QuicServer::start(
+                quic_socket,
+                &config.endpoint,
+                &config.quic,
+                config.link_seed,
+            )?;
             let pairing_wait = config.quic.handshake_timeout;
             let native = if transport.serves_native() {
                 // The native driver opens its own socket on the port just reserved.
@@ -232,6 +237,9 @@ impl Server {
                 return false;
             };
             out.push(first);
+            if let Some(quic) = &mut self.quic {
+                quic.try_events(out, max);
+            }
             while out.len() < max {
                 match self.try_event() {
                     Some(event) => out.push(event),
@@ -285,7 +293,13 @@ impl Server {
         if let Some(session) = self.quic_whole_session(connection) {
             return Some(session.stats());
         }
-        self.native.as_ref()?.stats(connection)
+        #[allow(unused_mut)] // reliable channels overlaid from QUIC in hybrid mode
+        let mut stats = self.native.as_ref()?.stats(connection)?;
+        #[cfg(feature = "quic")]
+        if let Some(session) = self.quic.as_ref().and_then(|q| q.session(connection)) {
+            session.overlay_reliable(&mut stats);
+        }
+        Some(stats)
     }
 
     /// Endpoint-wide statistics of the native socket (datagrams, drops by reason,
@@ -315,9 +329,14 @@ impl Server {
         all
     }
 
-    /// Changes the simulated network conditions of the native path live (`None` turns them
-    /// off). QUIC traffic is never conditioned.
+    /// Changes the simulated network conditions live (`None` turns them off): of the native
+    /// path, and of the QUIC path if it was conditioned from the start
+    /// ([`QuicConfig::link`](crate::QuicConfig::link); then `None` makes its link perfect).
     pub fn set_link(&self, link: Option<&LinkConfig>) -> Result<(), LinkConfigError> {
+        #[cfg(feature = "quic")]
+        if let Some(quic) = &self.quic {
+            quic.set_link(link)?;
+        }
         match &self.native {
             Some(native) => native.set_link(link),
             None => Ok(()),

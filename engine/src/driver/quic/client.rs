@@ -3,11 +3,12 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use quinn::{ConnectionError, EndpointConfig, TokioRuntime, TransportErrorCode};
-use tokio::sync::mpsc;
+use quinn::{ConnectionError, TransportErrorCode};
 use tokio::task::JoinHandle;
 
+use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, PAIRED, PAIR_MAGIC, TOKEN_LEN};
+use super::link::{self, LinkHandle};
 use super::server::QUIC_ID_BIT;
 use super::session::Session;
 use super::tls::{self, Verifier};
@@ -22,12 +23,14 @@ const NO_APPLICATION_PROTOCOL: u8 = 120;
 pub(crate) struct QuicClient {
     endpoint: quinn::Endpoint,
     session: Arc<Session>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Arc<EventQueue>,
     task: JoinHandle<()>,
     local_addr: SocketAddr,
     /// Hybrid mode: the token to present on the native path, and the control stream on which
     /// the server confirms the pairing.
     pairing: Option<([u8; TOKEN_LEN], quinn::RecvStream)>,
+    /// The simulated link under the endpoint, if `DriverConfig::link` was set.
+    link: Option<LinkHandle>,
 }
 
 impl QuicClient {
@@ -47,13 +50,8 @@ impl QuicClient {
         let local_addr = socket
             .local_addr()
             .map_err(|e| crate::BindError::from_io(client_bind_addr(addr), e))?;
-        let endpoint = quinn::Endpoint::new(
-            EndpointConfig::default(),
-            None,
-            socket,
-            Arc::new(TokioRuntime),
-        )
-        .map_err(|e| crate::BindError::from_io(local_addr, e))?;
+        let (endpoint, link) = link::endpoint(socket, None, quic.link.as_ref(), config.link_seed)
+            .map_err(|e| crate::BindError::from_io(local_addr, e))?;
         let connecting = endpoint
             .connect_with(client_config, addr, &quic.server_name)
             .map_err(|source| QuicError::Connect {
@@ -109,7 +107,7 @@ impl QuicClient {
                 server: addr,
                 after: quic.handshake_timeout,
             })??;
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let events = Arc::new(EventQueue::new(quic.event_queue_bytes));
         let session = Session::new(
             ConnectionId(QUIC_ID_BIT),
             conn,
@@ -117,9 +115,15 @@ impl QuicClient {
             config.endpoint.channels.client_to_server.clone(),
             config.endpoint.channels.server_to_client.clone(),
             !quic.disable_datagrams,
-            events_tx,
+            Arc::clone(&events),
         );
-        let task = tokio::spawn(Arc::clone(&session).run());
+        let task = tokio::spawn({
+            let (session, events) = (Arc::clone(&session), Arc::clone(&events));
+            async move {
+                session.run().await;
+                events.close();
+            }
+        });
         Ok(Self {
             endpoint,
             session,
@@ -127,12 +131,21 @@ impl QuicClient {
             task,
             local_addr,
             pairing,
+            link,
         })
     }
 
     /// The session.
     pub(crate) fn session(&self) -> &Arc<Session> {
         &self.session
+    }
+
+    /// Changes the simulated link of the QUIC socket, if it has one.
+    pub(crate) fn set_link(
+        &self,
+        config: Option<&crate::sim::LinkConfig>,
+    ) -> Result<(), crate::sim::LinkConfigError> {
+        self.link.as_ref().map_or(Ok(()), |link| link.set(config))
     }
 
     /// The local QUIC socket's address.
@@ -167,12 +180,17 @@ impl QuicClient {
 
     /// The next event; `None` once the session has ended and every event was taken.
     pub(crate) async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.pop().await
     }
 
     /// The next event if one is waiting.
     pub(crate) fn try_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.try_pop()
+    }
+
+    /// Moves waiting events into `out` until it holds `max`.
+    pub(crate) fn try_events(&mut self, out: &mut Vec<Event>, max: usize) {
+        self.events.pop_into(out, max);
     }
 
     /// Closes gracefully (queued reliable data drained for at most `drain`) and waits for the

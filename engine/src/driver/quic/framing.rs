@@ -5,7 +5,10 @@
 //! - Unidirectional streams: one kind byte (a reliable channel's id, or [`FALLBACK_STREAM`]),
 //!   then frames of `length: u32 BE | body`.
 //! - DATAGRAM frames (and the bodies on the fallback stream): `channel: u8 | [seq: u16 BE if
-//!   sequenced] | payload`.
+//!   sequenced] | payload`, or an engine frame that starts with [`ENGINE_FRAME`]: several such
+//!   bodies packed into one ([`Packer`], [`Unpacker`]), acknowledgements of reliable channels
+//!   ([`Acks`]), a payload tagged for delivery notices ([`tag`]), or acknowledgements of tags
+//!   ([`TagAcks`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -16,6 +19,28 @@ pub(super) const HELLO_MAGIC: [u8; 4] = *b"TWQ1";
 pub(super) const HELLO_LEN: usize = 4 + 8 + 4 + 1;
 /// Kind byte of the stream that carries datagram bodies when DATAGRAM frames cannot.
 pub(super) const FALLBACK_STREAM: u8 = 0xFF;
+/// First byte of a datagram body that is an engine frame, not one message (no channel has
+/// this id: a direction has at most 255 channels, ids 0 to 254).
+pub(super) const ENGINE_FRAME: u8 = 0xFF;
+/// Engine frame kind: several message bodies, each `length: u16 BE | body`.
+pub(super) const PACKED: u8 = 0;
+/// Engine frame kind: acknowledgements, each `channel: u8 | received: u64 BE`.
+pub(super) const ACKS: u8 = 1;
+/// Engine frame kind: `tag: u32 BE | payload`, a plain or packed payload whose receipt the
+/// receiver acknowledges (channels with `notify_delivery`).
+pub(super) const TAGGED: u8 = 2;
+/// Engine frame kind: acknowledgements of tagged payloads, each `tag: u32 BE`.
+pub(super) const TAG_ACKS: u8 = 3;
+/// Bytes a tag adds in front of a payload.
+pub(super) const TAG_HEADER: usize = 2 + 4;
+/// Bytes of a packed frame's header (`ENGINE_FRAME`, `PACKED`).
+const PACKED_HEADER: usize = 2;
+/// Bytes of each packed body's length prefix.
+const PACKED_LENGTH: usize = 2;
+/// Bytes a packer allocates at once, to split payloads from.
+const PACK_ARENA: usize = 64 * 1024;
+/// Bytes of one acknowledgement.
+const ACK_LEN: usize = 1 + 8;
 /// Length prefix of each frame on a unidirectional stream.
 pub(super) const LENGTH_PREFIX: usize = 4;
 /// Length of a hybrid pairing token.
@@ -106,12 +131,17 @@ impl DatagramHeader {
     /// The header followed by `payload`, in one buffer.
     pub(super) fn encode(&self, payload: &[u8]) -> Bytes {
         let mut out = BytesMut::with_capacity(self.len() + payload.len());
+        self.put(&mut out);
+        out.put_slice(payload);
+        out.freeze()
+    }
+
+    /// Appends the header to `out`.
+    fn put(&self, out: &mut BytesMut) {
         out.put_u8(self.channel);
         if let Some(seq) = self.seq {
             out.put_u16(seq);
         }
-        out.put_slice(payload);
-        out.freeze()
     }
 
     /// Splits a datagram body; `sequenced(channel)` says whether the channel carries a sequence
@@ -135,6 +165,191 @@ impl DatagramHeader {
             }
         };
         Ok((Self { channel, seq }, body))
+    }
+}
+
+/// Builds one DATAGRAM payload from several messages: a packed frame, or the plain body when it
+/// holds one message (so a lone message costs no packing bytes).
+#[derive(Debug, Default)]
+pub(super) struct Packer {
+    buf: BytesMut,
+    count: usize,
+}
+
+impl Packer {
+    /// The payload's size with one more message of `body_len` bytes (header included).
+    pub(super) fn len_with(&self, body_len: usize) -> usize {
+        if self.count == 0 {
+            return body_len;
+        }
+        self.buf.len() + PACKED_LENGTH + body_len
+    }
+
+    /// Appends a message (at most 65 535 bytes with its header; larger ones are never packed,
+    /// they exceed any datagram size).
+    pub(super) fn push(&mut self, header: DatagramHeader, payload: &[u8], capacity: usize) {
+        if self.count == 0 {
+            // One allocation serves many payloads: each is split off the front of the buffer.
+            let need = capacity + PACKED_HEADER + PACKED_LENGTH;
+            if self.buf.capacity() < need {
+                self.buf.reserve(need.max(PACK_ARENA));
+            }
+            self.buf.put_u8(ENGINE_FRAME);
+            self.buf.put_u8(PACKED);
+        }
+        self.buf.put_u16((header.len() + payload.len()) as u16);
+        header.put(&mut self.buf);
+        self.buf.put_slice(payload);
+        self.count += 1;
+    }
+
+    /// The payload, leaving the packer empty; `None` if it was empty.
+    pub(super) fn finish(&mut self) -> Option<Bytes> {
+        let count = std::mem::take(&mut self.count);
+        let body = self.buf.split().freeze();
+        match count {
+            0 => None,
+            1 => Some(body.slice(PACKED_HEADER + PACKED_LENGTH..)),
+            _ => Some(body),
+        }
+    }
+}
+
+/// What a datagram payload holds.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Payload {
+    /// One message body (`channel | [seq] | payload`).
+    Message(Bytes),
+    /// Several, to split with [`Unpacker`].
+    Packed(Unpacker),
+    /// Acknowledgements, to read with [`Acks`].
+    Acks(Acks),
+    /// A payload to acknowledge with its tag.
+    Tagged {
+        /// The sender's tag.
+        tag: u32,
+        /// The payload (plain or packed; anything else is malformed).
+        inner: Bytes,
+    },
+    /// Acknowledgements of tagged payloads.
+    TagAcks(TagAcks),
+}
+
+impl Payload {
+    /// Tells what `body` holds, by its first bytes.
+    pub(super) fn classify(mut body: Bytes) -> Result<Self, FrameError> {
+        match body.first() {
+            None => Err(FrameError::Truncated),
+            Some(&ENGINE_FRAME) => {
+                if body.len() < 2 {
+                    return Err(FrameError::Truncated);
+                }
+                body.advance(1);
+                match body.get_u8() {
+                    PACKED => Ok(Self::Packed(Unpacker(body))),
+                    ACKS if body.len() % ACK_LEN == 0 => Ok(Self::Acks(Acks(body))),
+                    ACKS => Err(FrameError::Truncated),
+                    TAGGED if body.len() >= 4 => {
+                        let tag = body.get_u32();
+                        Ok(Self::Tagged { tag, inner: body })
+                    }
+                    TAG_ACKS if body.len() % 4 == 0 => Ok(Self::TagAcks(TagAcks(body))),
+                    TAGGED | TAG_ACKS => Err(FrameError::Truncated),
+                    kind => Err(FrameError::UnknownFrame(kind)),
+                }
+            }
+            Some(_) => Ok(Self::Message(body)),
+        }
+    }
+}
+
+/// The message bodies of a packed frame, in order; zero-copy slices of it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Unpacker(Bytes);
+
+impl Iterator for Unpacker {
+    type Item = Result<Bytes, FrameError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        if self.0.len() < PACKED_LENGTH {
+            self.0.clear();
+            return Some(Err(FrameError::Truncated));
+        }
+        let len = usize::from(self.0.get_u16());
+        if len == 0 || len > self.0.len() {
+            self.0.clear();
+            return Some(Err(FrameError::Truncated));
+        }
+        Some(Ok(self.0.split_to(len)))
+    }
+}
+
+/// The acknowledgements of an acks frame: `(channel, messages received)` pairs.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Acks(Bytes);
+
+impl Acks {
+    /// An acks frame for these `(channel, messages received)` pairs.
+    pub(super) fn encode(acks: impl ExactSizeIterator<Item = (u8, u64)>) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 + acks.len() * ACK_LEN);
+        out.put_u8(ENGINE_FRAME);
+        out.put_u8(ACKS);
+        for (channel, received) in acks {
+            out.put_u8(channel);
+            out.put_u64(received);
+        }
+        out.freeze()
+    }
+}
+
+impl Iterator for Acks {
+    type Item = (u8, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // `classify` checked that the length is a multiple of ACK_LEN.
+        if self.0.len() < ACK_LEN {
+            return None;
+        }
+        Some((self.0.get_u8(), self.0.get_u64()))
+    }
+}
+
+/// `payload` (plain or packed) behind a tag, in a new buffer.
+pub(super) fn tag(tag: u32, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(TAG_HEADER + payload.len());
+    out.put_u8(ENGINE_FRAME);
+    out.put_u8(TAGGED);
+    out.put_u32(tag);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// The tags of a tag acknowledgements frame, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct TagAcks(Bytes);
+
+impl TagAcks {
+    /// A frame acknowledging these tags.
+    pub(super) fn encode(tags: &[u32]) -> Bytes {
+        let mut out = BytesMut::with_capacity(2 + 4 * tags.len());
+        out.put_u8(ENGINE_FRAME);
+        out.put_u8(TAG_ACKS);
+        for &tag in tags {
+            out.put_u32(tag);
+        }
+        out.freeze()
+    }
+}
+
+impl Iterator for TagAcks {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        // `classify` checked that the length is a multiple of 4.
+        (self.0.len() >= 4).then(|| self.0.get_u32())
     }
 }
 
@@ -174,6 +389,9 @@ pub(super) enum FrameError {
     /// A channel id not in the layout (or not of a kind this stream or frame may carry).
     #[error("no channel {0} of that kind")]
     UnknownChannel(u8),
+    /// An engine frame of a kind this version does not know.
+    #[error("unknown engine frame kind {0}")]
+    UnknownFrame(u8),
     /// A length prefix above the channel's limit.
     #[error("frame of {len} bytes exceeds the {max}-byte limit")]
     TooLong {
@@ -239,6 +457,104 @@ mod tests {
             DatagramHeader::decode(Bytes::from_static(&[9]), sequenced),
             Err(FrameError::UnknownChannel(9))
         );
+    }
+
+    #[test]
+    fn packed_messages_round_trip_and_a_lone_one_stays_plain() {
+        let header = |channel| DatagramHeader { channel, seq: None };
+        let mut packer = Packer::default();
+        assert_eq!(packer.finish(), None);
+        packer.push(header(3), b"alone", 64);
+        assert_eq!(packer.finish().as_deref(), Some(&b"\x03alone"[..]));
+        assert_eq!(packer.finish(), None);
+        packer.push(header(1), b"one", 64);
+        assert_eq!(packer.len_with(4), 2 + 2 + 4 + 2 + 4);
+        packer.push(header(2), b"two", 64);
+        let body = packer.finish().unwrap();
+        assert_eq!(body.len(), 2 + 2 * (2 + 4));
+        let Ok(Payload::Packed(unpacker)) = Payload::classify(body) else {
+            panic!("not packed");
+        };
+        let bodies: Vec<Bytes> = unpacker.map(Result::unwrap).collect();
+        assert_eq!(bodies, [&b"\x01one"[..], &b"\x02two"[..]]);
+    }
+
+    #[test]
+    fn engine_frames_refuse_garbage() {
+        let bad = |bytes: &'static [u8]| Payload::classify(Bytes::from_static(bytes));
+        assert_eq!(bad(&[]), Err(FrameError::Truncated));
+        assert_eq!(bad(&[0xFF]), Err(FrameError::Truncated));
+        assert_eq!(bad(&[0xFF, 9]), Err(FrameError::UnknownFrame(9)));
+        assert_eq!(bad(&[0xFF, ACKS, 1, 2]), Err(FrameError::Truncated));
+        for truncated in [
+            &[0xFF, PACKED, 0][..],
+            &[0xFF, PACKED, 0, 5, 1],
+            &[0xFF, PACKED, 0, 0],
+        ] {
+            let Ok(Payload::Packed(mut unpacker)) =
+                Payload::classify(Bytes::from_static(truncated))
+            else {
+                panic!("not packed");
+            };
+            assert_eq!(unpacker.next(), Some(Err(FrameError::Truncated)));
+            assert_eq!(unpacker.next(), None);
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes from the network decode to a value or an error, never a panic.
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let sequenced = |channel: u8| (channel < 4).then_some(channel % 2 == 1);
+            // Half the cases as engine frames of a known kind, which random bytes rarely are.
+            let mut framed = bytes.clone();
+            if let Some(first) = framed.first().copied() {
+                framed.splice(..1, [ENGINE_FRAME, first % 4]);
+            }
+            let input = if bytes.len() % 2 == 0 { framed } else { bytes.clone() };
+            let mut bodies = vec![Bytes::from(input.clone())];
+            let mut payload = Payload::classify(Bytes::from(input));
+            if let Ok(Payload::Tagged { inner, .. }) = payload {
+                payload = Payload::classify(inner);
+            }
+            match payload {
+                Ok(Payload::Packed(unpacker)) => bodies.extend(unpacker.flatten()),
+                Ok(Payload::Acks(acks)) => drop(acks.count()),
+                Ok(Payload::TagAcks(tags)) => drop(tags.count()),
+                _ => {}
+            }
+            for body in bodies {
+                let _ = DatagramHeader::decode(body, sequenced);
+            }
+            let _ = Hello::decode(&bytes);
+            let _ = pairing_token(&bytes);
+            let mut buf = BytesMut::from(&bytes[..]);
+            while let Ok(Some(_)) = take_frame(&mut buf, 16) {}
+        }
+    }
+
+    #[test]
+    fn tags_and_tag_acks_round_trip() {
+        let Ok(Payload::Tagged { tag: 7, inner }) = Payload::classify(tag(7, b"\x01abc")) else {
+            panic!("not tagged");
+        };
+        assert_eq!(&inner[..], b"\x01abc");
+        let Ok(Payload::TagAcks(tags)) = Payload::classify(TagAcks::encode(&[1, u32::MAX])) else {
+            panic!("not tag acks");
+        };
+        assert_eq!(tags.collect::<Vec<_>>(), [1, u32::MAX]);
+        let bad = |bytes: &'static [u8]| Payload::classify(Bytes::from_static(bytes));
+        assert_eq!(bad(&[0xFF, TAGGED, 0, 0]), Err(FrameError::Truncated));
+        assert_eq!(bad(&[0xFF, TAG_ACKS, 0, 0, 0]), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn acks_round_trip() {
+        let body = Acks::encode([(2u8, 7u64), (3, u64::MAX)].into_iter());
+        let Ok(Payload::Acks(acks)) = Payload::classify(body) else {
+            panic!("not acks");
+        };
+        assert_eq!(acks.collect::<Vec<_>>(), [(2, 7), (3, u64::MAX)]);
     }
 
     #[test]

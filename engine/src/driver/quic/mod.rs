@@ -4,7 +4,8 @@
 //! This module holds the configuration (plain data, always compiled) and, with the `quic`
 //! feature, the driver: `tls.rs` (certificates and verifiers), `framing.rs` (the byte layouts of
 //! `engine/PROTOCOL.md`'s "QUIC mapping"), `session.rs` (one QUIC connection carrying Tickwire
-//! channels), `server.rs` and `client.rs` (the two ends).
+//! channels), `events.rs` (the bounded queue of received events), `link.rs` (the simulated link
+//! under a QUIC socket), `server.rs` and `client.rs` (the two ends).
 //!
 //! Port layout: QUIC listens on its own UDP port, by default the native port + 1
 //! ([`QuicConfig::port`] overrides it on both sides).
@@ -14,7 +15,11 @@ mod client;
 #[cfg(feature = "quic")]
 mod error;
 #[cfg(feature = "quic")]
+mod events;
+#[cfg(feature = "quic")]
 mod framing;
+#[cfg(feature = "quic")]
+mod link;
 #[cfg(feature = "quic")]
 mod server;
 #[cfg(feature = "quic")]
@@ -251,6 +256,17 @@ pub struct QuicConfig {
     /// Flow-control window per stream, in bytes. Default 16 MiB: a reliable channel may have
     /// that much unread at the receiver.
     pub stream_receive_window: u32,
+    /// Bytes of received messages (payload plus 64 per message) waiting for the application
+    /// (`next_event`) before the QUIC transport pushes back: further unreliable messages are
+    /// dropped and counted in [`RecvChannelStats::messages_dropped`](crate::RecvChannelStats),
+    /// reliable streams stop being read, so QUIC flow control slows their sender. One queue per
+    /// server (all its QUIC connections) or client. Default 8 MiB; a lagging reader holds at
+    /// most about this much (plus quinn's own buffers), a higher limit rides out longer stalls.
+    pub event_queue_bytes: usize,
+    /// Simulated network conditions of the QUIC socket, each way, like
+    /// [`DriverConfig::link`](crate::DriverConfig::link) for the native one (seeded from
+    /// `link_seed` too). Default `None`: the network as it is.
+    pub link: Option<crate::sim::LinkConfig>,
     /// Client: never send DATAGRAM frames; unreliable channels use the fallback stream as if
     /// the server lacked datagram support. Default `false`; for tests of the fallback.
     pub disable_datagrams: bool,
@@ -269,6 +285,8 @@ impl Default for QuicConfig {
             datagram_receive_buffer: 8 << 20,
             datagram_send_buffer: 4 << 20,
             stream_receive_window: 16 << 20,
+            event_queue_bytes: 8 << 20,
+            link: None,
             disable_datagrams: false,
         }
     }

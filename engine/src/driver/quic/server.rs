@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use quinn::{EndpointConfig, TokioRuntime};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, HELLO_LEN, PAIRED, TOKEN_LEN};
+use super::link::{self, LinkHandle};
 use super::session::{Session, SHUTDOWN_CODE};
 use super::{tls, CertFingerprint, QuicConfig};
 use crate::driver::BindError;
@@ -27,10 +27,12 @@ const REJECT_LINGER: Duration = Duration::from_secs(1);
 pub(crate) struct QuicServer {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events: Arc<EventQueue>,
     accept: JoinHandle<()>,
     fingerprint: CertFingerprint,
     local_addr: SocketAddr,
+    /// The simulated link under the endpoint, if `DriverConfig::link` was set.
+    link: Option<LinkHandle>,
 }
 
 /// A hybrid session waiting for its native half, with the control stream that will confirm the
@@ -47,7 +49,7 @@ struct Shared {
     /// Hybrid sessions waiting for their native half, by pairing token.
     pending: Mutex<HashMap<[u8; TOKEN_LEN], Pending>>,
     next_id: AtomicU64,
-    events: mpsc::UnboundedSender<Event>,
+    events: Arc<EventQueue>,
 }
 
 impl QuicServer {
@@ -56,27 +58,24 @@ impl QuicServer {
         socket: std::net::UdpSocket,
         config: &Config,
         quic: &QuicConfig,
+        link_seed: u64,
     ) -> Result<Self, BindError> {
         let addr = socket
             .local_addr()
             .map_err(|e| BindError::from_io(SocketAddr::from(([0, 0, 0, 0], 0)), e))?;
         let streams = tls::stream_count(&config.channels.client_to_server);
         let (server_config, fingerprint) = tls::server_config(quic, streams)?;
-        let endpoint = quinn::Endpoint::new(
-            EndpointConfig::default(),
-            Some(server_config),
-            socket,
-            Arc::new(TokioRuntime),
-        )
-        .map_err(|e| BindError::from_io(addr, e))?;
-        let (events_tx, events) = mpsc::unbounded_channel();
+        let (endpoint, link) =
+            link::endpoint(socket, Some(server_config), quic.link.as_ref(), link_seed)
+                .map_err(|e| BindError::from_io(addr, e))?;
+        let events = Arc::new(EventQueue::new(quic.event_queue_bytes));
         let shared = Arc::new(Shared {
             config: config.clone(),
             quic: quic.clone(),
             sessions: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
-            events: events_tx,
+            events: Arc::clone(&events),
         });
         let accept = tokio::spawn(accept_loop(endpoint.clone(), Arc::clone(&shared)));
         tracing::info!(%addr, sha256 = %fingerprint, "QUIC listening");
@@ -87,6 +86,7 @@ impl QuicServer {
             accept,
             fingerprint,
             local_addr: addr,
+            link,
         })
     }
 
@@ -98,6 +98,14 @@ impl QuicServer {
     /// The SHA-256 fingerprint of the certificate presented.
     pub(crate) fn fingerprint(&self) -> CertFingerprint {
         self.fingerprint
+    }
+
+    /// Changes the simulated link of the QUIC socket, if it has one.
+    pub(crate) fn set_link(
+        &self,
+        config: Option<&crate::sim::LinkConfig>,
+    ) -> Result<(), crate::sim::LinkConfigError> {
+        self.link.as_ref().map_or(Ok(()), |link| link.set(config))
     }
 
     /// The session with this id, if it is live.
@@ -142,12 +150,17 @@ impl QuicServer {
 
     /// The next event; `None` never comes before shutdown.
     pub(crate) async fn next_event(&mut self) -> Option<Event> {
-        self.events.recv().await
+        self.events.pop().await
     }
 
     /// The next event if one is waiting.
     pub(crate) fn try_event(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        self.events.try_pop()
+    }
+
+    /// Moves waiting events into `out` until it holds `max`.
+    pub(crate) fn try_events(&mut self, out: &mut Vec<Event>, max: usize) {
+        self.events.pop_into(out, max);
     }
 
     /// Closes every session (draining for at most `drain`) and the endpoint.
@@ -239,7 +252,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         shared.config.channels.server_to_client.clone(),
         shared.config.channels.client_to_server.clone(),
         true,
-        shared.events.clone(),
+        Arc::clone(&shared.events),
     );
     match hello.mode {
         Mode::Full => {
@@ -248,7 +261,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
             }
             let _ = control.finish();
             shared.sessions().insert(id, Arc::clone(&session));
-            let _ = shared.events.send(Event::Connected {
+            shared.events.push(Event::Connected {
                 connection: id,
                 remote: conn.remote_address(),
             });

@@ -2,26 +2,35 @@
 //!
 //! Sending is synchronous, like the native driver's: a reliable message goes into its channel's
 //! queue, drained by one writer task per channel that owns that channel's unidirectional stream;
-//! an unreliable or sequenced message becomes one DATAGRAM frame at once (or, when it does not
-//! fit the size quinn reports or the peer takes no datagrams, a frame on the fallback stream).
+//! unreliable and sequenced messages leave at once as DATAGRAM frames, the messages of one
+//! `send_many` packed together up to the size quinn reports (or, when one does not fit that size
+//! or the peer takes no datagrams, as frames on the fallback stream).
 //! Receiving is one task per connection (accepting streams), one for its datagrams, and one
-//! reader task per incoming stream; all of them push [`Event`]s into the driver's queue, and the
-//! connection's [`Event::Disconnected`] comes after every message it delivered.
+//! reader task per incoming stream; all of them push [`Event`]s into the driver's bounded
+//! [`EventQueue`], a batch per datagram or stream read, and the connection's
+//! [`Event::Disconnected`] comes after every message it delivered. A last task acknowledges the
+//! reliable messages received and the tagged payloads of channels with `notify_delivery` (on
+//! the fallback stream), so that the sender counts `messages_acked` and reports
+//! [`Event::Delivery`] as natively; a timer task declares lost the tagged payloads that stay
+//! unacknowledged.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use quinn::{ConnectionError, RecvStream, SendDatagramError};
 use tokio::sync::{mpsc, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::framing::{self, put_frame, take_frame, DatagramHeader, Mode, FALLBACK_STREAM};
+use super::events::EventQueue;
+use super::framing::{self, put_frame, take_frame, Acks, DatagramHeader, Mode, FALLBACK_STREAM};
+use super::framing::{Packer, Payload, TagAcks, TAG_HEADER};
 use crate::driver::Transport;
 use crate::{
-    ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DisconnectReason, Event,
-    MessageId, RecvChannelStats, SendChannelStats, SendError,
+    ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DeliveryOutcome,
+    DisconnectReason, Event, MessageId, RecvChannelStats, SendChannelStats, SendError,
 };
 
 /// Close code of a connection whose peer broke the QUIC mapping.
@@ -34,6 +43,22 @@ const READER_DRAIN: Duration = Duration::from_millis(200);
 const WRITE_BATCH: usize = 256 * 1024;
 /// Bytes asked of quinn per stream read.
 const READ_CHUNK: usize = 256 * 1024;
+/// After sending acknowledgements, the ack task waits this long before the next ones, so that
+/// a busy stream costs at most a few hundred small acks frames a second.
+const ACK_INTERVAL: Duration = Duration::from_millis(2);
+/// Largest frame on the fallback stream besides unreliable messages: a packed DATAGRAM payload
+/// or an acks frame.
+const MAX_ENGINE_FRAME: usize = u16::MAX as usize;
+/// A tagged payload is declared lost once a payload sent this many tags later was acknowledged
+/// (as QUIC's packet threshold, RFC 9002)...
+const REORDER_THRESHOLD: u32 = 3;
+/// ...or once it went unacknowledged for three round trips, and at least this long.
+const MIN_LOSS_TIMEOUT: Duration = Duration::from_millis(50);
+/// The loss timer waits at least this long between looks at unacknowledged tagged payloads.
+const LOSS_CHECK: Duration = Duration::from_millis(10);
+/// Tags received and not yet acknowledged beyond this many are not acknowledged (their sender
+/// declares them lost): a bound on what a flooding peer makes this side hold.
+const MAX_PENDING_TAGS: usize = 16 * 1024;
 
 /// A Tickwire connection over QUIC.
 pub(crate) struct Session {
@@ -45,15 +70,25 @@ pub(crate) struct Session {
     send_channels: Vec<ChannelConfig>,
     recv_channels: Vec<ChannelConfig>,
     datagrams: bool,
-    events: mpsc::UnboundedSender<Event>,
+    events: Arc<EventQueue>,
     send: Mutex<SendState>,
     recv: Mutex<RecvState>,
     /// Notified (all waiters) whenever a writer has handed a batch to quinn.
     drained: Arc<Notify>,
+    /// Notified when reliable messages arrived that the peer has not been told about.
+    ack_due: Notify,
+    /// Notified when a tagged payload was recorded while none was awaiting its acknowledgement.
+    tracking: Notify,
 }
 
 struct SendState {
     channels: Vec<SendSlot>,
+    /// Packs DATAGRAM payloads; empty between calls.
+    packer: Packer,
+    /// Tagged payloads (of channels with `notify_delivery`) not yet acknowledged, oldest first.
+    tracked: VecDeque<Tracked>,
+    /// The next payload tag (its low 32 bits go on the wire).
+    next_tag: u64,
     fallback: Option<Writer>,
     /// The application closed the connection: no more sends.
     closing: Option<u16>,
@@ -81,6 +116,39 @@ struct DatagramRoom {
     space: usize,
 }
 
+/// A tagged payload awaiting its acknowledgement.
+struct Tracked {
+    tag: u32,
+    sent: Instant,
+    channel: ChannelId,
+    messages: Vec<MessageId>,
+}
+
+/// The state of one `send` or `send_many` call: quinn's limits, read on the first datagram,
+/// and the DATAGRAM payload being packed (with the session's packer, taken for the call so
+/// that its buffer serves many calls).
+struct SendBatch {
+    room: Option<DatagramRoom>,
+    packer: Packer,
+    /// Messages in the packer whose fate the application wants to know.
+    tracked: Vec<MessageId>,
+}
+
+impl SendBatch {
+    fn take(state: &mut SendState) -> Self {
+        Self {
+            room: None,
+            packer: std::mem::take(&mut state.packer),
+            tracked: Vec::new(),
+        }
+    }
+
+    /// Gives the packer back (flushed).
+    fn put_back(self, state: &mut SendState) {
+        state.packer = self.packer;
+    }
+}
+
 struct RecvState {
     /// Per channel, the newest sequence number delivered (sequenced channels).
     latest: Vec<Option<u64>>,
@@ -88,6 +156,10 @@ struct RecvState {
     malformed: u64,
     /// Kind bytes of the streams the peer opened: each at most once.
     opened: Vec<u8>,
+    /// Per channel, the reliable messages received as last acknowledged to the peer.
+    acked: Vec<u64>,
+    /// Tags of received payloads not yet acknowledged.
+    tags: Vec<u32>,
 }
 
 impl Session {
@@ -98,7 +170,7 @@ impl Session {
         send_channels: Vec<ChannelConfig>,
         recv_channels: Vec<ChannelConfig>,
         datagrams: bool,
-        events: mpsc::UnboundedSender<Event>,
+        events: Arc<EventQueue>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id: AtomicU64::new(id.0),
@@ -106,6 +178,9 @@ impl Session {
             mode,
             send: Mutex::new(SendState {
                 channels: send_channels.iter().map(|_| SendSlot::default()).collect(),
+                packer: Packer::default(),
+                tracked: VecDeque::new(),
+                next_tag: 0,
                 fallback: None,
                 closing: None,
             }),
@@ -114,12 +189,16 @@ impl Session {
                 stats: vec![RecvChannelStats::default(); recv_channels.len()],
                 malformed: 0,
                 opened: Vec::new(),
+                acked: vec![0; recv_channels.len()],
+                tags: Vec::new(),
             }),
             send_channels,
             recv_channels,
             datagrams,
             events,
             drained: Arc::new(Notify::new()),
+            ack_due: Notify::new(),
+            tracking: Notify::new(),
         })
     }
 
@@ -170,7 +249,12 @@ impl Session {
         };
         let closed = self.conn.close_reason().is_some();
         let mut state = self.lock_send();
-        self.send_one(&mut state, config, channel, data, closed, &mut None)
+        let mut batch = SendBatch::take(&mut state);
+        let result = self.send_one(&mut state, config, channel, data, closed, &mut batch);
+        // A lost connection shows in the next send; the message itself is unreliable.
+        let _ = self.flush(&mut state, &mut batch, config, channel);
+        batch.put_back(&mut state);
+        result
     }
 
     /// Queues several messages on one channel under one lock, asking quinn for the path's
@@ -190,21 +274,25 @@ impl Session {
         };
         let closed = self.conn.close_reason().is_some();
         let mut state = self.lock_send();
-        let mut room = None;
+        let mut batch = SendBatch::take(&mut state);
         let mut queued = 0;
+        let mut refused = None;
         for data in messages {
-            if let Err(error) = self.send_one(&mut state, config, channel, data, closed, &mut room)
+            if let Err(error) = self.send_one(&mut state, config, channel, data, closed, &mut batch)
             {
-                return (queued, Some(error));
+                refused = Some(error);
+                break;
             }
             queued += 1;
         }
-        (queued, None)
+        let _ = self.flush(&mut state, &mut batch, config, channel);
+        batch.put_back(&mut state);
+        (queued, refused)
     }
 
     /// One message, with the send lock held; `closed`: quinn reported the connection closed;
-    /// `room` caches quinn's datagram limits for the batch (its space shrinks by what the batch
-    /// queued).
+    /// `batch` caches quinn's datagram limits for the call (its space shrinks by what the call
+    /// queued) and packs its datagrams.
     fn send_one(
         &self,
         state: &mut SendState,
@@ -212,7 +300,7 @@ impl Session {
         channel: ChannelId,
         data: Bytes,
         closed: bool,
-        room: &mut Option<DatagramRoom>,
+        batch: &mut SendBatch,
     ) -> Result<MessageId, SendError> {
         if data.len() > config.max_message_size {
             return Err(SendError::TooLarge {
@@ -240,7 +328,7 @@ impl Session {
                 } else {
                     1
                 };
-                let room = room.get_or_insert_with(|| DatagramRoom {
+                let room = batch.room.get_or_insert_with(|| DatagramRoom {
                     max: if self.datagrams {
                         self.conn.max_datagram_size()
                     } else {
@@ -249,12 +337,33 @@ impl Session {
                     space: self.conn.datagram_send_buffer_space(),
                 });
                 let size = header_len + data.len();
-                let fits = room.max.is_some_and(|max| size <= max);
-                if fits && room.space < size {
-                    // quinn would drop older queued datagrams to make room: push back instead,
-                    // as the native driver does when its send buffer is full.
-                    return Err(SendError::BufferFull { channel, data });
+                // A channel with delivery notices tags its payloads.
+                let tag_len = if config.notify_delivery {
+                    TAG_HEADER
+                } else {
+                    0
+                };
+                let max = room
+                    .max
+                    .map(|max| max.saturating_sub(tag_len))
+                    .filter(|&max| size <= max);
+                if let Some(max) = max {
+                    if batch.packer.len_with(size) > max {
+                        if let Err(lost) = self.flush(state, batch, config, channel) {
+                            return Err(lost.with_data(data));
+                        }
+                    }
+                    let room = batch.room.as_ref().map_or(0, |r| r.space);
+                    if room < batch.packer.len_with(size) + tag_len {
+                        // quinn would drop older queued datagrams to make room: push back
+                        // instead, as the native driver does when its send buffer is full.
+                        let _ = self.flush(state, batch, config, channel);
+                        return Err(SendError::BufferFull { channel, data });
+                    }
+                } else if let Err(lost) = self.flush(state, batch, config, channel) {
+                    return Err(lost.with_data(data));
                 }
+                let slot = &mut state.channels[usize::from(channel.0)];
                 let seq = (config.kind == ChannelKind::UnreliableSequenced).then(|| {
                     slot.next_seq += 1;
                     crate::seq::truncate(slot.next_seq - 1)
@@ -263,33 +372,23 @@ impl Session {
                     channel: channel.0,
                     seq,
                 };
-                let body = header.encode(&data);
-                let fallback = if fits {
-                    match self.conn.send_datagram(body) {
-                        Ok(()) => {
-                            room.space -= size;
-                            None
+                let id = MessageId(slot.next_id);
+                match max {
+                    Some(max) => {
+                        batch.packer.push(header, &data, max);
+                        if config.notify_delivery {
+                            batch.tracked.push(id);
                         }
-                        Err(SendDatagramError::ConnectionLost(_)) => {
-                            return Err(SendError::NotConnected(data))
-                        }
-                        // The path shrank or the peer turned datagrams off: use the stream.
-                        Err(_) => Some(header.encode(&data)),
                     }
-                } else {
-                    Some(body)
-                };
-                if let Some(body) = fallback {
-                    let writer = state.fallback.get_or_insert_with(|| {
-                        Writer::spawn(
-                            self.conn.clone(),
-                            FALLBACK_STREAM,
-                            Arc::clone(&self.drained),
-                        )
-                    });
-                    if let Err(refused) = writer.push(body, config.max_buffered_bytes, channel) {
-                        drop(refused);
-                        return Err(SendError::BufferFull { channel, data });
+                    None => {
+                        let mut body = header.encode(&data);
+                        if config.notify_delivery {
+                            let tag = self.track(state, channel, vec![id]);
+                            body = framing::tag(tag, &body);
+                        }
+                        if self.push_fallback(state, body, config, channel).is_err() {
+                            return Err(SendError::BufferFull { channel, data });
+                        }
                     }
                 }
             }
@@ -300,6 +399,74 @@ impl Session {
         slot.stats.messages_sent += 1;
         slot.stats.bytes_sent += len;
         Ok(id)
+    }
+
+    /// Hands the packed DATAGRAM payload of `batch` to quinn (or, if quinn no longer takes it,
+    /// to the fallback stream). Fails only if the connection is lost.
+    fn flush(
+        &self,
+        state: &mut SendState,
+        batch: &mut SendBatch,
+        config: &ChannelConfig,
+        channel: ChannelId,
+    ) -> Result<(), Lost> {
+        let Some(mut body) = batch.packer.finish() else {
+            return Ok(());
+        };
+        if !batch.tracked.is_empty() {
+            let tag = self.track(state, channel, std::mem::take(&mut batch.tracked));
+            body = framing::tag(tag, &body);
+        }
+        let len = body.len();
+        match self.conn.send_datagram(body.clone()) {
+            Ok(()) => {
+                if let Some(room) = &mut batch.room {
+                    room.space = room.space.saturating_sub(len);
+                }
+                Ok(())
+            }
+            Err(SendDatagramError::ConnectionLost(_)) => Err(Lost),
+            // The path shrank or the peer turned datagrams off: use the stream. Unreliable
+            // messages refused there for want of room are dropped, as on a full link.
+            Err(_) => {
+                let _ = self.push_fallback(state, body, config, channel);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a tagged payload carrying `messages`; returns its tag.
+    fn track(&self, state: &mut SendState, channel: ChannelId, messages: Vec<MessageId>) -> u32 {
+        let tag = state.next_tag as u32;
+        state.next_tag += 1;
+        if state.tracked.is_empty() {
+            self.tracking.notify_one();
+        }
+        state.tracked.push_back(Tracked {
+            tag,
+            sent: Instant::now(),
+            channel,
+            messages,
+        });
+        tag
+    }
+
+    /// Queues a datagram payload on the fallback stream, within the channel's buffer limit.
+    fn push_fallback(
+        &self,
+        state: &mut SendState,
+        body: Bytes,
+        config: &ChannelConfig,
+        channel: ChannelId,
+    ) -> Result<(), SendError> {
+        let writer = state.fallback.get_or_insert_with(|| {
+            Writer::spawn(
+                self.conn.clone(),
+                FALLBACK_STREAM,
+                Arc::clone(&self.drained),
+            )
+        });
+        writer.push(body, config.max_buffered_bytes, channel)
     }
 
     /// Sends, waiting while the channel's queue is full.
@@ -337,6 +504,10 @@ impl Session {
         data: Bytes,
     ) -> Result<MessageId, SendError> {
         let sequenced = self.send_kind(channel) == Some(ChannelKind::UnreliableSequenced);
+        let notify = self
+            .send_channels
+            .get(usize::from(channel.0))
+            .is_some_and(|c| c.notify_delivery);
         let (body, id) = {
             let mut state = self.lock_send();
             if state.closing.is_some() {
@@ -355,7 +526,12 @@ impl Session {
                 channel: channel.0,
                 seq,
             };
-            (header.encode(&data), id)
+            let mut body = header.encode(&data);
+            if notify {
+                let tag = self.track(&mut state, channel, vec![id]);
+                body = framing::tag(tag, &body);
+            }
+            (body, id)
         };
         match self.conn.send_datagram_wait(body).await {
             Ok(()) => Ok(id),
@@ -429,12 +605,47 @@ impl Session {
         }
     }
 
+    /// Hybrid mode: replaces the reliable channels' counters in the native half's `stats`
+    /// with this session's, which carries them.
+    pub(crate) fn overlay_reliable(&self, stats: &mut ConnectionStats) {
+        let send = self.lock_send();
+        for ((mine, theirs), config) in send
+            .channels
+            .iter()
+            .zip(stats.send_channels.iter_mut())
+            .zip(&self.send_channels)
+        {
+            if config.kind.is_reliable() {
+                *theirs = mine.stats.clone();
+            }
+        }
+        drop(send);
+        let recv = self.lock_recv();
+        for ((mine, theirs), config) in recv
+            .stats
+            .iter()
+            .zip(stats.recv_channels.iter_mut())
+            .zip(&self.recv_channels)
+        {
+            if config.kind.is_reliable() {
+                *theirs = mine.clone();
+            }
+        }
+        stats.dropped.malformed += recv.malformed;
+    }
+
     /// Receives until the connection closes, then reports [`Event::Disconnected`].
     pub(super) async fn run(self: Arc<Self>) {
         // Datagrams in a task of their own: each one costs a single poll of quinn's queue,
         // without re-arming the stream accept alongside it.
         let mut readers = JoinSet::new();
         readers.spawn(Arc::clone(&self).read_datagrams());
+        if !self.recv_channels.is_empty() {
+            readers.spawn(Arc::clone(&self).send_acks());
+        }
+        if self.send_channels.iter().any(|c| c.notify_delivery) {
+            readers.spawn(Arc::clone(&self).expire_tracked());
+        }
         loop {
             tokio::select! {
                 stream = self.conn.accept_uni() => match stream {
@@ -454,7 +665,7 @@ impl Session {
             return;
         }
         let reason = self.disconnect_reason();
-        let _ = self.events.send(Event::Disconnected {
+        self.events.push(Event::Disconnected {
             connection: self.id(),
             reason,
         });
@@ -477,8 +688,59 @@ impl Session {
 
     /// Reads DATAGRAM frames until the connection closes.
     async fn read_datagrams(self: Arc<Self>) {
+        let mut batch = Vec::new();
         while let Ok(datagram) = self.conn.read_datagram().await {
-            self.on_datagram(datagram);
+            self.on_payload(datagram, &mut batch);
+        }
+    }
+
+    /// Tells the peer, on the fallback stream, how many reliable messages arrived per channel,
+    /// whenever more did (at most once per [`ACK_INTERVAL`]), until the connection closes.
+    async fn send_acks(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                () = self.ack_due.notified() => {}
+                _ = self.conn.closed() => return,
+            }
+            let (acks, tags): (Vec<(u8, u64)>, Vec<u32>) = {
+                let mut recv = self.lock_recv();
+                let recv = &mut *recv;
+                let acks = recv
+                    .acked
+                    .iter_mut()
+                    .zip(&recv.stats)
+                    .enumerate()
+                    .filter(|(_, (acked, stats))| stats.messages_delivered > **acked)
+                    .map(|(channel, (acked, stats))| {
+                        *acked = stats.messages_delivered;
+                        (channel as u8, *acked)
+                    })
+                    .collect();
+                (acks, std::mem::take(&mut recv.tags))
+            };
+            if acks.is_empty() && tags.is_empty() {
+                continue;
+            }
+            {
+                let mut state = self.lock_send();
+                if state.closing.is_some() {
+                    return;
+                }
+                let writer = state.fallback.get_or_insert_with(|| {
+                    Writer::spawn(
+                        self.conn.clone(),
+                        FALLBACK_STREAM,
+                        Arc::clone(&self.drained),
+                    )
+                });
+                if !acks.is_empty() {
+                    writer.push_unlimited(Acks::encode(acks.into_iter()));
+                }
+                for tags in tags.chunks(MAX_ENGINE_FRAME / 4 - 1) {
+                    writer.push_unlimited(TagAcks::encode(tags));
+                }
+            }
+            tokio::time::sleep(ACK_INTERVAL).await;
         }
     }
 
@@ -495,6 +757,9 @@ impl Session {
                 .filter(|c| !c.kind.is_reliable())
                 .map(|c| c.max_message_size + 3)
                 .max()
+                .map_or(Some(MAX_ENGINE_FRAME), |max| {
+                    Some(max.max(MAX_ENGINE_FRAME))
+                })
         } else {
             self.recv_channels
                 .get(usize::from(kind))
@@ -514,24 +779,94 @@ impl Session {
             recv.opened.push(kind);
         }
         let mut buf = BytesMut::new();
+        let mut batch = Vec::new();
         loop {
+            let mut frames = Vec::new();
             loop {
                 match take_frame(&mut buf, max) {
-                    Ok(Some(frame)) if kind == FALLBACK_STREAM => self.on_datagram(frame),
-                    Ok(Some(frame)) => self.deliver(kind, frame),
+                    Ok(Some(frame)) if kind == FALLBACK_STREAM => {
+                        self.on_payload(frame, &mut batch);
+                    }
+                    Ok(Some(frame)) => frames.push(frame),
                     Ok(None) => break,
                     Err(_) => return self.violation(),
                 }
             }
+            if !frames.is_empty() {
+                // Reliable data waits for room in the queue: QUIC flow control then pushes
+                // back on the sender.
+                self.events.wait_room().await;
+                self.deliver(kind, frames, &mut batch);
+            }
             match stream.read_chunk(READ_CHUNK, true).await {
+                Ok(Some(chunk)) if buf.is_empty() => buf = BytesMut::from(chunk.bytes),
                 Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
                 Ok(None) | Err(_) => return,
             }
         }
     }
 
-    /// A datagram body, from a DATAGRAM frame or the fallback stream.
-    fn on_datagram(&self, body: Bytes) {
+    /// A DATAGRAM payload, from a DATAGRAM frame or the fallback stream: its messages go into
+    /// the event queue as one batch (`batch` is scratch space, left empty).
+    fn on_payload(&self, body: Bytes, batch: &mut Vec<Event>) {
+        let connection = self.id();
+        let mut payload = Payload::classify(body);
+        let mut tagged = None;
+        if let Ok(Payload::Tagged { tag, inner }) = payload {
+            tagged = Some(tag);
+            payload = Payload::classify(inner);
+        }
+        let mut recv = self.lock_recv();
+        match payload {
+            Ok(Payload::Message(body)) => self.decode_message(&mut recv, connection, body, batch),
+            Ok(Payload::Packed(bodies)) => {
+                for body in bodies {
+                    match body {
+                        Ok(body) => self.decode_message(&mut recv, connection, body, batch),
+                        Err(_) => recv.malformed += 1,
+                    }
+                }
+            }
+            Ok(Payload::Acks(acks)) if tagged.is_none() => {
+                drop(recv);
+                return self.on_acks(acks);
+            }
+            Ok(Payload::TagAcks(tags)) if tagged.is_none() => {
+                drop(recv);
+                return self.on_tag_acks(tags);
+            }
+            // Broken, or a tag around something other than messages.
+            _ => {
+                recv.malformed += 1;
+                return;
+            }
+        }
+        if let Some(tag) = tagged {
+            if recv.tags.len() < MAX_PENDING_TAGS {
+                recv.tags.push(tag);
+            }
+            self.ack_due.notify_one();
+        }
+        self.events.push_messages(batch);
+        // What did not fit is dropped: the application is not keeping up.
+        for event in batch.drain(..) {
+            if let Event::Message { channel, data, .. } = event {
+                let stats = &mut recv.stats[usize::from(channel.0)];
+                stats.messages_delivered -= 1;
+                stats.bytes_delivered -= data.len() as u64;
+                stats.messages_dropped += 1;
+            }
+        }
+    }
+
+    /// One message body of a datagram payload, checked and counted, appended to `batch`.
+    fn decode_message(
+        &self,
+        recv: &mut RecvState,
+        connection: ConnectionId,
+        body: Bytes,
+        batch: &mut Vec<Event>,
+    ) {
         let channels = &self.recv_channels;
         let decoded = DatagramHeader::decode(body, |channel| {
             match channels.get(usize::from(channel))?.kind {
@@ -541,11 +876,10 @@ impl Session {
             }
         });
         let Ok((header, payload)) = decoded else {
-            self.lock_recv().malformed += 1;
+            recv.malformed += 1;
             return;
         };
         let index = usize::from(header.channel);
-        let mut recv = self.lock_recv();
         if payload.len() > channels[index].max_message_size {
             recv.malformed += 1;
             return;
@@ -562,25 +896,148 @@ impl Session {
         let stats = &mut recv.stats[index];
         stats.messages_delivered += 1;
         stats.bytes_delivered += payload.len() as u64;
-        drop(recv);
-        self.push_message(header.channel, payload);
+        batch.push(Event::Message {
+            connection,
+            channel: ChannelId(header.channel),
+            data: payload,
+        });
     }
 
-    fn deliver(&self, channel: u8, data: Bytes) {
-        if let Some(stats) = self.lock_recv().stats.get_mut(usize::from(channel)) {
-            stats.messages_delivered += 1;
-            stats.bytes_delivered += data.len() as u64;
+    /// The peer's acknowledgements of reliable messages this side sent.
+    fn on_acks(&self, acks: Acks) {
+        let mut state = self.lock_send();
+        let mut bogus = false;
+        for (channel, received) in acks {
+            let reliable = self
+                .send_channels
+                .get(usize::from(channel))
+                .is_some_and(|c| c.kind.is_reliable());
+            let Some(slot) = state.channels.get_mut(usize::from(channel)) else {
+                bogus = true;
+                continue;
+            };
+            if !reliable || received > slot.stats.messages_sent {
+                bogus = true;
+                continue;
+            }
+            slot.stats.messages_acked = slot.stats.messages_acked.max(received);
         }
-        self.push_message(channel, data);
+        drop(state);
+        if bogus {
+            self.lock_recv().malformed += 1;
+        }
     }
 
-    /// Hands a counted message to the driver's event queue.
-    fn push_message(&self, channel: u8, data: Bytes) {
-        let _ = self.events.send(Event::Message {
-            connection: self.id(),
+    /// The peer's acknowledgements of tagged payloads: their messages are delivered; payloads
+    /// sent [`REORDER_THRESHOLD`] tags before an acknowledged one are lost.
+    fn on_tag_acks(&self, tags: TagAcks) {
+        let mut events = Vec::new();
+        let mut state = self.lock_send();
+        for tag in tags {
+            // The deque is in tag order (wrapping): binary search by distance from the oldest.
+            // Unknown tags were already declared lost (or are bogus): nothing to do.
+            let Some(oldest) = state.tracked.front().map(|t| t.tag) else {
+                break;
+            };
+            let distance = tag.wrapping_sub(oldest);
+            let at = state
+                .tracked
+                .partition_point(|t| t.tag.wrapping_sub(oldest) < distance);
+            if state.tracked.get(at).is_none_or(|t| t.tag != tag) {
+                continue;
+            }
+            if let Some(acked) = state.tracked.remove(at) {
+                self.settle(&mut state, acked, DeliveryOutcome::Acked, &mut events);
+            }
+            while let Some(front) = state.tracked.front() {
+                let behind = tag.wrapping_sub(front.tag);
+                if !(REORDER_THRESHOLD..1 << 31).contains(&behind) {
+                    break;
+                }
+                if let Some(lost) = state.tracked.pop_front() {
+                    self.settle(&mut state, lost, DeliveryOutcome::Lost, &mut events);
+                }
+            }
+        }
+        drop(state);
+        self.events.push_all(&mut events);
+    }
+
+    /// Declares lost the tagged payloads unacknowledged for three round trips, until the
+    /// connection closes. Sleeps while none is awaiting its acknowledgement.
+    async fn expire_tracked(self: Arc<Self>) {
+        let mut events = Vec::new();
+        loop {
+            let timeout = (self.conn.rtt() * 3 + ACK_INTERVAL).max(MIN_LOSS_TIMEOUT);
+            let oldest = self.lock_send().tracked.front().map(|t| t.sent);
+            let wake = async {
+                match oldest {
+                    // At the oldest one's deadline, but no more often than every LOSS_CHECK.
+                    Some(sent) => {
+                        let at = (sent + timeout).max(Instant::now() + LOSS_CHECK);
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    None => self.tracking.notified().await,
+                }
+            };
+            tokio::select! {
+                () = wake => {}
+                _ = self.conn.closed() => return,
+            }
+            let now = Instant::now();
+            let mut state = self.lock_send();
+            while state
+                .tracked
+                .front()
+                .is_some_and(|t| now.duration_since(t.sent) >= timeout)
+            {
+                if let Some(lost) = state.tracked.pop_front() {
+                    self.settle(&mut state, lost, DeliveryOutcome::Lost, &mut events);
+                }
+            }
+            drop(state);
+            self.events.push_all(&mut events);
+        }
+    }
+
+    /// Counts the fate of a tagged payload's messages and appends their delivery events.
+    fn settle(
+        &self,
+        state: &mut SendState,
+        payload: Tracked,
+        outcome: DeliveryOutcome,
+        events: &mut Vec<Event>,
+    ) {
+        let connection = self.id();
+        if let Some(slot) = state.channels.get_mut(usize::from(payload.channel.0)) {
+            let n = payload.messages.len() as u64;
+            match outcome {
+                DeliveryOutcome::Acked => slot.stats.messages_acked += n,
+                DeliveryOutcome::Lost => slot.stats.messages_lost += n,
+            }
+        }
+        events.extend(payload.messages.into_iter().map(|message| Event::Delivery {
+            connection,
+            channel: payload.channel,
+            message,
+            outcome,
+        }));
+    }
+
+    /// Reliable messages of one stream read, counted and queued as one batch.
+    fn deliver(&self, channel: u8, frames: Vec<Bytes>, batch: &mut Vec<Event>) {
+        let connection = self.id();
+        if let Some(stats) = self.lock_recv().stats.get_mut(usize::from(channel)) {
+            stats.messages_delivered += frames.len() as u64;
+            stats.bytes_delivered += frames.iter().map(|f| f.len() as u64).sum::<u64>();
+        }
+        batch.extend(frames.into_iter().map(|data| Event::Message {
+            connection,
             channel: ChannelId(channel),
             data,
-        });
+        }));
+        self.events.push_all(batch);
+        self.ack_due.notify_one();
     }
 
     /// The peer broke the mapping: count it and close the connection.
@@ -616,6 +1073,12 @@ impl Writer {
             buffered,
             task,
         }
+    }
+
+    /// Queues a frame body whatever is waiting (the engine's own small frames).
+    fn push_unlimited(&self, data: Bytes) {
+        self.buffered.fetch_add(data.len(), Ordering::AcqRel);
+        let _ = self.queue.send(data);
     }
 
     /// Queues a frame body unless `limit` bytes are already waiting.
@@ -665,4 +1128,14 @@ async fn write_stream(
     }
     let _ = stream.finish();
     let _ = stream.stopped().await;
+}
+
+/// The connection was lost while sending.
+struct Lost;
+
+impl Lost {
+    /// The refusal of the message that was being sent.
+    fn with_data(self, data: Bytes) -> SendError {
+        SendError::NotConnected(data)
+    }
 }
