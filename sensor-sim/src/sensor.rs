@@ -721,15 +721,18 @@ impl Sensor {
                 return;
             }
             let n = self.backlog.len().min(MAX_BATCH);
-            let readings: Vec<Reading> = self.backlog.drain(..n).collect();
-            let batch = Uplink::Readings(ReadingBatch {
+            let mut batch = Uplink::Readings(ReadingBatch {
                 battery_pct: self.battery_pct as f32,
-                readings: readings.clone(),
+                readings: self.backlog.drain(..n).collect(),
             });
             let channel = if self.quic { ALERTS } else { READINGS };
             let sent = typed::encode(&batch)
                 .ok()
                 .and_then(|bytes| link.send(channel, bytes).ok());
+            let Uplink::Readings(ReadingBatch { readings, .. }) = &mut batch else {
+                return;
+            };
+            let readings = std::mem::take(readings);
             match sent {
                 Some(_) if self.quic => {
                     self.quic_recent.push_back((Instant::now(), readings));

@@ -17,7 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use mio::{Events, Interest, Poll, Token};
 use thiserror::Error;
 
@@ -81,6 +81,9 @@ pub struct ClientSet {
     readable: Vec<u32>,
     events: VecDeque<(ClientKey, Event)>,
     recv_buf: Vec<u8>,
+    /// Received datagrams are copied here and split off as `Bytes` that share it (one
+    /// allocation per [`ARENA_BYTES`] instead of one per datagram).
+    arena: BytesMut,
     send_buf: Vec<u8>,
     len: usize,
 }
@@ -122,6 +125,7 @@ impl ClientSet {
             readable: Vec::new(),
             events: VecDeque::new(),
             recv_buf: vec![0; 64 * 1024],
+            arena: BytesMut::new(),
             send_buf: Vec::new(),
             len: 0,
         })
@@ -411,7 +415,12 @@ impl ClientSet {
         for _ in 0..MAX_READS_PER_SOCKET {
             match member.socket.recv_from(&mut self.recv_buf) {
                 Ok((len, from)) => {
-                    let datagram = Bytes::copy_from_slice(&self.recv_buf[..len]);
+                    if self.arena.capacity() < len {
+                        // Reuses the allocation once every datagram split off it is dropped.
+                        self.arena.reserve(ARENA_BYTES.max(len));
+                    }
+                    self.arena.extend_from_slice(&self.recv_buf[..len]);
+                    let datagram = self.arena.split().freeze();
                     match &mut member.conditioner {
                         Some(conditioner) => conditioner.receive(now, from, datagram),
                         None => member.endpoint.handle_datagram(now, from, datagram),
@@ -542,5 +551,7 @@ const EVENTS_PER_WAIT: usize = 1024;
 /// Datagrams read from one socket per [`ClientSet::update`] at most, so that one flooded
 /// socket cannot starve the others.
 const MAX_READS_PER_SOCKET: usize = 64;
+/// Receive arena chunk, in bytes.
+const ARENA_BYTES: usize = 256 * 1024;
 /// After a graceful close's drain time, how long the goodbye may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
