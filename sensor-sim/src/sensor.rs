@@ -505,7 +505,11 @@ impl Sensor {
 
     /// The driver configuration of one connection: `driver` with a freshly minted token in
     /// secure mode.
-    pub(crate) fn connect_config(&self, config: &FleetConfig, driver: &DriverConfig) -> DriverConfig {
+    pub(crate) fn connect_config(
+        &self,
+        config: &FleetConfig,
+        driver: &DriverConfig,
+    ) -> DriverConfig {
         let mut driver = driver.clone();
         if let Some(key) = &config.key {
             driver.endpoint.connect_token = mint_token(key, self.id, config.hub);
@@ -824,7 +828,8 @@ impl Sensor {
     /// The session's work timer, aligned with the sampling schedule so that a reading leaves
     /// as soon as it is taken.
     fn ticker(&self) -> tokio::time::Interval {
-        let mut tick = tokio::time::interval_at(self.first_tick(Instant::now()), self.tick_period());
+        let mut tick =
+            tokio::time::interval_at(self.first_tick(Instant::now()), self.tick_period());
         // Skip, not Delay: a late tick must not shift every later one, or readings would
         // wait up to a sampling period for a tick that drifted behind the schedule.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -55,7 +55,7 @@ async fn many_clients_on_one_thread_echo_and_disconnect() {
             .collect();
         assert_eq!(ports.len(), CLIENTS, "each client has its own socket");
         let index: HashMap<ClientKey, usize> = keys.iter().copied().zip(0..).collect();
-        let mut echoed = vec![false; CLIENTS];
+        let mut echoed = [false; CLIENTS];
         let deadline = Instant::now() + LIMIT;
         while echoed.iter().any(|e| !e) {
             assert!(Instant::now() < deadline, "every echo within {LIMIT:?}");
@@ -85,7 +85,10 @@ async fn many_clients_on_one_thread_echo_and_disconnect() {
         // Closed clients leave the set once their goodbyes are out.
         let deadline = Instant::now() + LIMIT;
         while !set.is_empty() {
-            assert!(Instant::now() < deadline, "closed clients removed within {LIMIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "closed clients removed within {LIMIT:?}"
+            );
             let wait = set
                 .next_deadline()
                 .map(|at| at.saturating_duration_since(Instant::now()));
@@ -97,7 +100,11 @@ async fn many_clients_on_one_thread_echo_and_disconnect() {
         assert!(!set.contains(keys[0]));
     });
     clients.await.unwrap();
-    assert_eq!(echo.await.unwrap(), CLIENTS, "every goodbye reached the server");
+    assert_eq!(
+        echo.await.unwrap(),
+        CLIENTS,
+        "every goodbye reached the server"
+    );
 }
 
 #[test]
@@ -112,7 +119,10 @@ fn an_unanswered_handshake_ends_in_an_event_and_the_client_leaves() {
         .unwrap();
     let deadline = Instant::now() + LIMIT;
     let reason = loop {
-        assert!(Instant::now() < deadline, "the handshake ends within {LIMIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the handshake ends within {LIMIT:?}"
+        );
         set.wait(Some(Duration::from_millis(50))).unwrap();
         set.update(Instant::now()).unwrap();
         if let Some((k, Event::Disconnected { reason, .. })) = set.poll_event() {
@@ -134,5 +144,8 @@ fn quic_is_refused() {
         ..DriverConfig::client()
     };
     let refused = set.connect("127.0.0.1:9".parse().unwrap(), config, Instant::now());
-    assert!(matches!(refused, Err(ClientSetError::NotNative(Transport::Quic))));
+    assert!(matches!(
+        refused,
+        Err(ClientSetError::NotNative(Transport::Quic))
+    ));
 }

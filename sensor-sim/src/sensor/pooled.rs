@@ -41,11 +41,16 @@ pub(super) fn run(sensors: Vec<Sensor>, config: &FleetConfig) -> Vec<SensorRepor
     }
     while fleet.running > 0 {
         let now = Instant::now();
-        let next = [fleet.next_wake(), set.next_deadline().map(Instant::from_std)]
-            .into_iter()
-            .flatten()
-            .min();
-        let timeout = next.map_or(MAX_WAIT, |at| at.saturating_duration_since(now).min(MAX_WAIT));
+        let next = [
+            fleet.next_wake(),
+            set.next_deadline().map(Instant::from_std),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let timeout = next.map_or(MAX_WAIT, |at| {
+            at.saturating_duration_since(now).min(MAX_WAIT)
+        });
         if let Err(e) = set.wait(Some(timeout)) {
             eprintln!("error: the fleet's poller failed: {e}");
             break;
@@ -64,7 +69,11 @@ pub(super) fn run(sensors: Vec<Sensor>, config: &FleetConfig) -> Vec<SensorRepor
             break;
         }
     }
-    fleet.members.into_iter().map(|m| m.sensor.report()).collect()
+    fleet
+        .members
+        .into_iter()
+        .map(|m| m.sensor.report())
+        .collect()
 }
 
 /// Where a sensor is in its life.
@@ -216,8 +225,7 @@ impl Fleet {
             } => {
                 let (key, until, wake_in) = (*key, *until, *wake_in);
                 let link = SetLink { set, key };
-                if !link.set.contains(key) || member.sensor.reliable_acked(&link) || now >= until
-                {
+                if !link.set.contains(key) || member.sensor.reliable_acked(&link) || now >= until {
                     set.disconnect(key, 0, now.into_std());
                     self.by_key.remove(&key);
                     self.idle(index, 0, now + wake_in, now);
