@@ -40,7 +40,7 @@
 //! | `stats` | [`ConnectionStats`], [`EndpointStats`] |
 //! | [`sim`] | seeded network simulator and virtual-time harness |
 //! | [`snapshot`] | world snapshots: delta against acknowledged views, bit packing, quantisation, interpolation buffer, clock sync |
-//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio (native UDP, or QUIC with feature `quic`: [`Transport`]), [`PolledEndpoint`] for game loops |
+//! | `driver` | the I/O layers: [`Server`] and [`Client`] on tokio (native UDP, or QUIC with feature `quic`: [`Transport`]), [`PolledEndpoint`] for game loops, [`ClientSet`] for thousands of client connections on one thread |
 //! | [`typed`] | serde + postcard encoding of messages |
 //! | [`fuzzing`] | harness bodies for the fuzzers in `fuzz/`, replayed by `cargo test` |
 #![forbid(unsafe_code)]
@@ -86,6 +86,8 @@ pub use driver::{
 };
 #[cfg(feature = "tokio")]
 pub use driver::{Client, Server};
+#[cfg(feature = "client-set")]
+pub use driver::{ClientKey, ClientSet, ClientSetError};
 pub use endpoint::{Endpoint, Transmit};
 pub use error::{ConnectError, SendError};
 pub use secure::{

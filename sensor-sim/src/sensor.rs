@@ -17,8 +17,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tickwire::sim::LinkConfig;
 use tickwire::{
-    typed, ChannelId, Client, ClientId, DeliveryOutcome, DriverConfig, Event, MessageId,
-    PrivateKey, ServerVerification, TokenSpec, Transport,
+    typed, ChannelId, Client, ClientId, ConnectionStats, DeliveryOutcome, DriverConfig, Event,
+    MessageId, PrivateKey, SendError, ServerVerification, TokenSpec, Transport,
 };
 use tokio::time::Instant;
 
@@ -28,6 +28,8 @@ use crate::protocol::{
     ALERTS, CONTROL, MAX_BATCH, READINGS,
 };
 use crate::signal::Signal;
+
+mod pooled;
 
 /// A fleet of sensors to run.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,35 +158,57 @@ pub struct FleetReport {
 
 /// Runs a fleet until every sensor has taken samples for `duration` and delivered what it
 /// holds (or `drain_timeout` ran out). Must be called within a tokio runtime.
+///
+/// Natively every sensor is a client of one [`ClientSet`](tickwire::ClientSet) (its own
+/// socket and connection, all driven from one blocking thread: see `pooled.rs`); over QUIC or
+/// `Auto`, each sensor is its own task with its own [`Client`].
 pub async fn run_fleet(config: FleetConfig) -> FleetReport {
     let started = std::time::Instant::now();
-    let origin_us = unix_micros();
-    let mut tasks = Vec::with_capacity(config.count as usize);
-    let sleepy_count =
-        (f64::from(config.count) * config.sleepy_fraction.clamp(0.0, 1.0)).round() as u32;
-    let offline_count =
-        (f64::from(config.count) * config.offline_fraction.clamp(0.0, 1.0)).round() as u32;
-    for (index, sensor_id) in config.ids().enumerate() {
-        let sleepy = (index as u32) < sleepy_count;
-        let mut sensor = Sensor::new(&config, sensor_id, sleepy, origin_us);
-        sensor.offline = (index as u32) >= config.count - offline_count;
-        tasks.push(tokio::spawn(sensor.run(config.clone())));
-    }
-    let mut sensors = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        if let Ok(report) = task.await {
-            sensors.push(report);
+    let sensors = fleet(&config);
+    let sensors = if config.transport == Transport::Native {
+        let pooled = tokio::task::spawn_blocking(move || pooled::run(sensors, &config));
+        pooled.await.unwrap_or_default()
+    } else {
+        let tasks: Vec<_> = sensors
+            .into_iter()
+            .map(|sensor| tokio::spawn(sensor.run(config.clone())))
+            .collect();
+        let mut reports = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if let Ok(report) = task.await {
+                reports.push(report);
+            }
         }
-    }
+        reports
+    };
     FleetReport {
         sensors,
         elapsed_s: started.elapsed().as_secs_f64(),
     }
 }
 
+/// The fleet's sensors, by id: the first ones sleepy, the last ones offline.
+fn fleet(config: &FleetConfig) -> Vec<Sensor> {
+    let origin_us = unix_micros();
+    let sleepy_count =
+        (f64::from(config.count) * config.sleepy_fraction.clamp(0.0, 1.0)).round() as u32;
+    let offline_count =
+        (f64::from(config.count) * config.offline_fraction.clamp(0.0, 1.0)).round() as u32;
+    config
+        .ids()
+        .enumerate()
+        .map(|(index, sensor_id)| {
+            let sleepy = (index as u32) < sleepy_count;
+            let mut sensor = Sensor::new(config, sensor_id, sleepy, origin_us);
+            sensor.offline = (index as u32) >= config.count - offline_count;
+            sensor
+        })
+        .collect()
+}
+
 /// How a session ended.
 #[derive(Debug, PartialEq, Eq)]
-enum SessionEnd {
+pub(crate) enum SessionEnd {
     /// The connection was lost.
     Lost,
     /// Sleepy sensor: time to sleep.
@@ -193,7 +217,42 @@ enum SessionEnd {
     Done,
 }
 
-struct Sensor {
+/// The state of one session (connection) of a sensor.
+pub(crate) struct Session {
+    awake_since: Instant,
+    welcomed: bool,
+    time_replies: u32,
+    /// A command changed the sampling rate: the work timer must follow.
+    pub(crate) retick: bool,
+}
+
+/// What a sensor needs of its connection: a [`Client`] (one task per sensor, any transport)
+/// or a client of the fleet's [`ClientSet`](tickwire::ClientSet) (native, all sensors on one
+/// thread: see `pooled.rs`).
+pub(crate) trait Link {
+    /// Queues a message.
+    fn send(&mut self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError>;
+    /// The connection's statistics.
+    fn stats(&self) -> Option<ConnectionStats>;
+    /// Datagrams the connection's socket has sent.
+    fn datagrams_sent(&self) -> u64;
+}
+
+impl Link for Client {
+    fn send(&mut self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
+        Client::send(self, channel, data)
+    }
+
+    fn stats(&self) -> Option<ConnectionStats> {
+        Client::stats(self)
+    }
+
+    fn datagrams_sent(&self) -> u64 {
+        self.endpoint_stats().datagrams_sent
+    }
+}
+
+pub(crate) struct Sensor {
     id: u32,
     kind: SensorKind,
     sleepy: bool,
@@ -292,12 +351,107 @@ impl Sensor {
     }
 
     async fn run(mut self, config: FleetConfig) -> SensorReport {
+        let driver = self.driver_config(&config);
+        let mut wake_at = self.first_wake(&config);
+        let mut failures = 0u32;
+        loop {
+            let now = Instant::now();
+            if now >= self.drain_until {
+                break;
+            }
+            tokio::time::sleep_until(self.sleep_until(wake_at, now)).await;
+            self.take_samples(Instant::now());
+            let mut client = match self.connect(&config, &driver).await {
+                Ok(client) => client,
+                Err(_) => {
+                    failures += 1;
+                    wake_at = Instant::now() + self.connect_failed(failures);
+                    continue;
+                }
+            };
+            failures = 0;
+            self.connected(client.transport(), &config);
+            let end = self.session(&mut client).await;
+            self.return_in_flight();
+            match end {
+                SessionEnd::Lost => {
+                    wake_at = Instant::now() + self.backoff(1);
+                }
+                SessionEnd::Sleep => {
+                    let wake_in = self.going_to_sleep(&mut client);
+                    self.wait_reliable_acked(&client, SLEEP_SETTLE).await;
+                    client.disconnect(0).await;
+                    wake_at = Instant::now() + wake_in;
+                }
+                SessionEnd::Done => {
+                    client.disconnect(0).await;
+                    break;
+                }
+            }
+        }
+        self.report()
+    }
+
+    /// The driver configuration of this sensor's connections (a token is added per
+    /// connection in secure mode).
+    pub(crate) fn driver_config(&self, config: &FleetConfig) -> DriverConfig {
         let mut driver = protocol::sensor_config();
         driver.link = config.link.clone();
         driver.transport = config.transport;
         driver.quic.verification = config.verification.clone();
         driver.link_seed = mix(config.seed ^ 0x4c49_4e4b, u64::from(self.id));
-        // Spread the first connections (or first wakes) so the hub is not hit all at once.
+        driver
+    }
+
+    /// Until when a sensor not connected sleeps: its next wake, but no later than the end of
+    /// sampling (the end of the run wakes a sleeping sensor to deliver what it holds) or,
+    /// after that, the end of the drain.
+    pub(crate) fn sleep_until(&self, wake_at: Instant, now: Instant) -> Instant {
+        if now < self.stop_at {
+            wake_at.min(self.stop_at)
+        } else {
+            wake_at.min(self.drain_until)
+        }
+    }
+
+    /// Whether the run is over for this sensor (drain time included).
+    pub(crate) fn finished(&self, now: Instant) -> bool {
+        now >= self.drain_until
+    }
+
+    /// A connection attempt failed (the `failures`th in a row): returns the backoff.
+    pub(crate) fn connect_failed(&mut self, failures: u32) -> Duration {
+        self.connect_failures += 1;
+        self.backoff(failures)
+    }
+
+    /// A connection is up: starts sampling if not yet, counts the session.
+    pub(crate) fn connected(&mut self, transport: Transport, config: &FleetConfig) {
+        if !self.powered {
+            self.power_on(config.duration, config.drain_timeout);
+        }
+        self.sessions += 1;
+        self.transport = Some(transport);
+        self.quic = transport == Transport::Quic;
+        self.datagrams_sent_before = 0;
+    }
+
+    /// A session ended in sleep: tells the hub; returns how long until the next wake.
+    pub(crate) fn going_to_sleep(&mut self, link: &mut impl Link) -> Duration {
+        let wake_in = self.wake_interval;
+        self.send(
+            link,
+            CONTROL,
+            &Uplink::Sleeping {
+                wake_in_ms: wake_in.as_millis() as u64,
+            },
+        );
+        wake_in
+    }
+
+    /// The first wake, spread so that the hub is not hit all at once; sets up offline and
+    /// sleepy sensors' sampling.
+    pub(crate) fn first_wake(&mut self, config: &FleetConfig) -> Instant {
         let first = if self.sleepy {
             self.wake_interval.mul_f64(self.rng.random::<f64>())
         } else {
@@ -315,63 +469,11 @@ impl Sensor {
             self.powered = true;
         }
         // An awake sensor powers on (starts sampling) once its first connection is up.
-        let mut failures = 0u32;
-        loop {
-            let now = Instant::now();
-            if now >= self.drain_until {
-                break;
-            }
-            // The end of the run wakes a sleeping sensor to deliver what it holds.
-            let sleep_until = if now < self.stop_at {
-                wake_at.min(self.stop_at)
-            } else {
-                wake_at.min(self.drain_until)
-            };
-            tokio::time::sleep_until(sleep_until).await;
-            self.take_samples(Instant::now());
-            let mut client = match self.connect(&config, &driver).await {
-                Ok(client) => client,
-                Err(_) => {
-                    self.connect_failures += 1;
-                    failures += 1;
-                    wake_at = Instant::now() + self.backoff(failures);
-                    continue;
-                }
-            };
-            if !self.powered {
-                self.power_on(config.duration, config.drain_timeout);
-            }
-            failures = 0;
-            self.sessions += 1;
-            self.transport = Some(client.transport());
-            self.quic = client.transport() == Transport::Quic;
-            self.datagrams_sent_before = 0;
-            let end = self.session(&mut client).await;
-            self.return_in_flight();
-            match end {
-                SessionEnd::Lost => {
-                    wake_at = Instant::now() + self.backoff(1);
-                }
-                SessionEnd::Sleep => {
-                    let wake_in = self.wake_interval;
-                    self.send(
-                        &client,
-                        CONTROL,
-                        &Uplink::Sleeping {
-                            wake_in_ms: wake_in.as_millis() as u64,
-                        },
-                    );
-                    self.wait_reliable_acked(&client, Duration::from_millis(500))
-                        .await;
-                    client.disconnect(0).await;
-                    wake_at = Instant::now() + wake_in;
-                }
-                SessionEnd::Done => {
-                    client.disconnect(0).await;
-                    break;
-                }
-            }
-        }
+        wake_at
+    }
+
+    /// What the sensor did.
+    pub(crate) fn report(self) -> SensorReport {
         SensorReport {
             sensor_id: self.id,
             kind: self.kind,
@@ -398,11 +500,21 @@ impl Sensor {
         config: &FleetConfig,
         driver: &DriverConfig,
     ) -> Result<Client, tickwire::ClientError> {
+        Client::connect(config.hub, self.connect_config(config, driver)).await
+    }
+
+    /// The driver configuration of one connection: `driver` with a freshly minted token in
+    /// secure mode.
+    pub(crate) fn connect_config(
+        &self,
+        config: &FleetConfig,
+        driver: &DriverConfig,
+    ) -> DriverConfig {
         let mut driver = driver.clone();
         if let Some(key) = &config.key {
             driver.endpoint.connect_token = mint_token(key, self.id, config.hub);
         }
-        Client::connect(config.hub, driver).await
+        driver
     }
 
     /// Starts the sampling schedule (and the run's end) now.
@@ -418,7 +530,27 @@ impl Sensor {
     /// One connection: hello, then readings, alerts, clock replies and commands until the
     /// connection drops, the sensor goes to sleep, or the run is over.
     async fn session(&mut self, client: &mut Client) -> SessionEnd {
-        let awake_since = Instant::now();
+        let mut session = self.start_session(client);
+        let mut tick = self.ticker();
+        loop {
+            let end = tokio::select! {
+                event = client.next_event() => match event {
+                    Some(event) => self.handle_event(client, &mut session, event),
+                    None => Some(SessionEnd::Lost),
+                },
+                _ = tick.tick() => self.tick(client, &mut session, Instant::now()),
+            };
+            if let Some(end) = end {
+                return end;
+            }
+            if std::mem::take(&mut session.retick) {
+                tick = self.ticker();
+            }
+        }
+    }
+
+    /// Starts a session on a fresh connection: hello, the whole outbox, the samples due.
+    pub(crate) fn start_session(&mut self, link: &mut impl Link) -> Session {
         let hello = Uplink::Hello(Hello {
             sensor_id: self.id,
             kind: self.kind,
@@ -428,85 +560,111 @@ impl Sensor {
             device_time_us: self.device_now(),
             battery_pct: self.battery_pct as f32,
         });
-        self.send(client, CONTROL, &hello);
+        self.send(link, CONTROL, &hello);
         let outbox: Vec<Alert> = self.outbox.values().copied().collect();
         for alert in outbox {
-            self.send(client, ALERTS, &Uplink::Alert(alert));
+            self.send(link, ALERTS, &Uplink::Alert(alert));
         }
         self.pending_alerts.clear();
         self.take_samples(Instant::now());
-        let mut welcomed = false;
-        let mut time_replies = 0u32;
-        let mut tick = self.ticker();
-        loop {
-            tokio::select! {
-                event = client.next_event() => match event {
-                    Some(Event::Message { data, .. }) => {
-                        let Ok(message) = typed::decode::<Downlink>(&data) else {
-                            continue;
-                        };
-                        match message {
-                            Downlink::Welcome { .. } => welcomed = true,
-                            Downlink::TimeRequest { ping_id, hub_sent_us } => {
-                                let device_received_us = self.device_now();
-                                let reply = Uplink::TimeReply(TimeReply {
-                                    ping_id,
-                                    hub_sent_us,
-                                    device_received_us,
-                                    device_sent_us: self.device_now(),
-                                });
-                                self.send(client, READINGS, &reply);
-                                time_replies += 1;
-                            }
-                            Downlink::AlertStored { alert_id } => {
-                                if self.outbox.remove(&alert_id).is_some() {
-                                    self.alerts_confirmed += 1;
-                                }
-                            }
-                            Downlink::Command { command_id, command } => {
-                                if self.applied.insert(command_id) {
-                                    self.apply(command);
-                                    self.commands.push((command_id, command));
-                                    tick = self.ticker();
-                                }
-                                self.send(client, CONTROL, &Uplink::CommandAck { command_id });
-                            }
+        Session {
+            awake_since: Instant::now(),
+            welcomed: false,
+            time_replies: 0,
+            retick: false,
+        }
+    }
+
+    /// Handles one event of the session's connection; `Some` when the session ends.
+    pub(crate) fn handle_event(
+        &mut self,
+        link: &mut impl Link,
+        session: &mut Session,
+        event: Event,
+    ) -> Option<SessionEnd> {
+        match event {
+            Event::Message { data, .. } => {
+                let Ok(message) = typed::decode::<Downlink>(&data) else {
+                    return None;
+                };
+                match message {
+                    Downlink::Welcome { .. } => session.welcomed = true,
+                    Downlink::TimeRequest {
+                        ping_id,
+                        hub_sent_us,
+                    } => {
+                        let device_received_us = self.device_now();
+                        let reply = Uplink::TimeReply(TimeReply {
+                            ping_id,
+                            hub_sent_us,
+                            device_received_us,
+                            device_sent_us: self.device_now(),
+                        });
+                        self.send(link, READINGS, &reply);
+                        session.time_replies += 1;
+                    }
+                    Downlink::AlertStored { alert_id } => {
+                        if self.outbox.remove(&alert_id).is_some() {
+                            self.alerts_confirmed += 1;
                         }
                     }
-                    Some(Event::Delivery { message, outcome, .. }) => {
-                        if let Some(readings) = self.in_flight.remove(&message) {
-                            if outcome == DeliveryOutcome::Lost {
-                                for r in readings.into_iter().rev() {
-                                    self.backlog.push_front(r);
-                                }
-                            }
+                    Downlink::Command {
+                        command_id,
+                        command,
+                    } => {
+                        if self.applied.insert(command_id) {
+                            self.apply(command);
+                            self.commands.push((command_id, command));
+                            session.retick = true;
                         }
+                        self.send(link, CONTROL, &Uplink::CommandAck { command_id });
                     }
-                    Some(Event::Disconnected { .. }) | None => return SessionEnd::Lost,
-                    Some(Event::Connected { .. }) => {}
-                },
-                _ = tick.tick() => {
-                    let now = Instant::now();
-                    self.take_samples(now);
-                    self.send_backlog(client);
-                    self.drain_battery(client, now);
-                    self.forget_settled_quic(now);
-                    let drained = self.backlog.is_empty()
-                        && self.in_flight.is_empty()
-                        && self.outbox.is_empty()
-                        && self.reliable_acked(client);
-                    if now >= self.stop_at && (drained || now >= self.drain_until) {
-                        return SessionEnd::Done;
-                    }
-                    if self.sleepy && now < self.stop_at {
-                        let ready = welcomed && time_replies >= 2 && drained;
-                        if (ready && now - awake_since >= MIN_AWAKE) || now - awake_since >= MAX_AWAKE {
-                            return SessionEnd::Sleep;
+                }
+            }
+            Event::Delivery {
+                message, outcome, ..
+            } => {
+                if let Some(readings) = self.in_flight.remove(&message) {
+                    if outcome == DeliveryOutcome::Lost {
+                        for r in readings.into_iter().rev() {
+                            self.backlog.push_front(r);
                         }
                     }
                 }
             }
+            Event::Disconnected { .. } => return Some(SessionEnd::Lost),
+            _ => {}
         }
+        None
+    }
+
+    /// The session's periodic work: sample, send, account the battery, and decide whether
+    /// the session is over; `Some` when it ends.
+    pub(crate) fn tick(
+        &mut self,
+        link: &mut impl Link,
+        session: &mut Session,
+        now: Instant,
+    ) -> Option<SessionEnd> {
+        self.take_samples(now);
+        self.send_backlog(link);
+        self.drain_battery(link, now);
+        self.forget_settled_quic(now);
+        let drained = self.backlog.is_empty()
+            && self.in_flight.is_empty()
+            && self.outbox.is_empty()
+            && self.reliable_acked(link);
+        if now >= self.stop_at && (drained || now >= self.drain_until) {
+            return Some(SessionEnd::Done);
+        }
+        if self.sleepy && now < self.stop_at {
+            let awake = now - session.awake_since;
+            let ready = session.welcomed && session.time_replies >= 2 && drained;
+            if (ready && awake >= MIN_AWAKE) || awake >= MAX_AWAKE {
+                return Some(SessionEnd::Sleep);
+            }
+        }
+        None
     }
 
     /// Takes every sample due by `now` (and before the end of the run) into the backlog.
@@ -558,24 +716,27 @@ impl Sensor {
     /// [`ALERTS`] channel (a QUIC stream, retransmitted by quinn), and the batches of the
     /// last [`QUIC_RESEND_WINDOW`] are kept and sent again if the connection is lost, since a
     /// stream's unacknowledged bytes die with it. The hub drops the copies it already has.
-    fn send_backlog(&mut self, client: &Client) {
+    fn send_backlog(&mut self, link: &mut impl Link) {
         for alert in std::mem::take(&mut self.pending_alerts) {
-            self.send(client, ALERTS, &Uplink::Alert(alert));
+            self.send(link, ALERTS, &Uplink::Alert(alert));
         }
         for _ in 0..MAX_BATCHES_PER_TICK {
             if self.backlog.is_empty() {
                 return;
             }
             let n = self.backlog.len().min(MAX_BATCH);
-            let readings: Vec<Reading> = self.backlog.drain(..n).collect();
-            let batch = Uplink::Readings(ReadingBatch {
+            let mut batch = Uplink::Readings(ReadingBatch {
                 battery_pct: self.battery_pct as f32,
-                readings: readings.clone(),
+                readings: self.backlog.drain(..n).collect(),
             });
             let channel = if self.quic { ALERTS } else { READINGS };
             let sent = typed::encode(&batch)
                 .ok()
-                .and_then(|bytes| client.send(channel, bytes).ok());
+                .and_then(|bytes| link.send(channel, bytes).ok());
+            let Uplink::Readings(ReadingBatch { readings, .. }) = &mut batch else {
+                return;
+            };
+            let readings = std::mem::take(readings);
             match sent {
                 Some(_) if self.quic => {
                     self.quic_recent.push_back((Instant::now(), readings));
@@ -633,8 +794,8 @@ impl Sensor {
     /// counts no acknowledgements (quinn retransmits streams itself and a graceful
     /// disconnect drains them), so this holds at once; alerts are still confirmed end to end
     /// by `AlertStored`, and commands are sent again each session until acknowledged.
-    fn reliable_acked(&self, client: &Client) -> bool {
-        self.quic || reliable_acked(client)
+    pub(crate) fn reliable_acked(&self, link: &impl Link) -> bool {
+        self.quic || reliable_acked(link)
     }
 
     async fn wait_reliable_acked(&self, client: &Client, limit: Duration) {
@@ -644,8 +805,8 @@ impl Sensor {
         }
     }
 
-    fn drain_battery(&mut self, client: &Client, now: Instant) {
-        let sent = client.endpoint_stats().datagrams_sent;
+    fn drain_battery(&mut self, link: &impl Link, now: Instant) {
+        let sent = link.datagrams_sent();
         let datagrams = sent.saturating_sub(self.datagrams_sent_before);
         self.datagrams_sent_before = sent;
         let awake_s = self.tick_period().as_secs_f64();
@@ -667,15 +828,22 @@ impl Sensor {
     /// The session's work timer, aligned with the sampling schedule so that a reading leaves
     /// as soon as it is taken.
     fn ticker(&self) -> tokio::time::Interval {
-        let start = self.next_sample.max(Instant::now());
-        let mut tick = tokio::time::interval_at(start, self.tick_period());
+        let mut tick =
+            tokio::time::interval_at(self.first_tick(Instant::now()), self.tick_period());
         // Skip, not Delay: a late tick must not shift every later one, or readings would
         // wait up to a sampling period for a tick that drifted behind the schedule.
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         tick
     }
 
-    fn tick_period(&self) -> Duration {
+    /// When a session's work timer first fires: at the next sample, so that a reading leaves
+    /// as soon as it is taken.
+    pub(crate) fn first_tick(&self, now: Instant) -> Instant {
+        self.next_sample.max(now)
+    }
+
+    /// The period of the session's work timer.
+    pub(crate) fn tick_period(&self) -> Duration {
         Duration::from_secs_f64(1.0 / self.rate_hz.max(0.001)).clamp(MIN_TICK, MAX_TICK)
     }
 
@@ -683,11 +851,11 @@ impl Sensor {
         self.clock.device_at(unix_micros())
     }
 
-    fn send(&self, client: &Client, channel: ChannelId, message: &Uplink) {
+    pub(crate) fn send(&self, link: &mut impl Link, channel: ChannelId, message: &Uplink) {
         // Encoding plain structs cannot fail; a refused reliable message is covered by the
         // outbox (alerts) or the next session's hello.
         if let Ok(bytes) = typed::encode(message) {
-            let _: Result<_, _> = client.send(channel, Bytes::clone(&bytes));
+            let _: Result<_, _> = link.send(channel, Bytes::clone(&bytes));
         }
     }
 }
@@ -702,8 +870,8 @@ fn mint_token(key: &PrivateKey, id: u32, hub: SocketAddr) -> Option<tickwire::Co
 }
 
 /// Whether every reliable message sent on the connection has been acknowledged.
-fn reliable_acked(client: &Client) -> bool {
-    client.stats().is_none_or(|stats| {
+fn reliable_acked(link: &impl Link) -> bool {
+    link.stats().is_none_or(|stats| {
         [CONTROL, ALERTS].iter().all(|c| {
             stats
                 .send_channels
@@ -734,6 +902,9 @@ const MAX_BATCHES_PER_TICK: usize = 25;
 /// Bounds of the sensor's work period (it follows the sampling period in between).
 const MIN_TICK: Duration = Duration::from_millis(20);
 const MAX_TICK: Duration = Duration::from_millis(100);
+/// Before going to sleep, how long a sensor waits for its reliable messages to be
+/// acknowledged (the `Sleeping` notice among them).
+pub(crate) const SLEEP_SETTLE: Duration = Duration::from_millis(500);
 /// A sleepy sensor stays awake at least this long (for clock pings), at most this long.
 const MIN_AWAKE: Duration = Duration::from_millis(300);
 const MAX_AWAKE: Duration = Duration::from_secs(5);

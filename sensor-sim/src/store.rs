@@ -25,6 +25,10 @@ use crate::protocol::Command;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite3";
 
+// `cache_size = -65536`: a 64 MiB page cache (default 2 MiB). Readings of thousands of sensors
+// land all over the `(sensor_id, seq)` index; with the default cache a transaction spills dirty
+// pages mid-way and reads index pages back from the file (`perf`: `pagerStress`, `pread`).
+
 /// The schema this build writes, kept in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 2;
 
@@ -163,6 +167,7 @@ impl Store {
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
+                 PRAGMA cache_size = -65536;
                  CREATE TABLE IF NOT EXISTS readings (
                      sensor_id INTEGER NOT NULL,
                      seq INTEGER NOT NULL,

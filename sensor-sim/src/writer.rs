@@ -12,7 +12,7 @@
 //! process, or by the hub's own API through [`WriteOp::QueueCommand`]), and records the
 //! sensors' acknowledgements.
 
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -118,7 +118,19 @@ impl Writer {
             });
             let wait = commit_wait.min(self.next_poll.saturating_duration_since(Instant::now()));
             if open {
-                match ops.recv_timeout(wait) {
+                let first = if self.first_pending.is_some() {
+                    // Rows are pending, so the next commit is due at a known time: sleep until
+                    // then and take everything that came meanwhile at once, rather than waking
+                    // (a futex round trip on both threads) for every message.
+                    std::thread::sleep(wait);
+                    ops.try_recv().map_err(|e| match e {
+                        TryRecvError::Empty => RecvTimeoutError::Timeout,
+                        TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                    })
+                } else {
+                    ops.recv_timeout(wait)
+                };
+                match first {
                     Ok(op) => {
                         let mut next = Some(op);
                         while let Some(op) = next {

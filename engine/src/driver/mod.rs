@@ -6,6 +6,9 @@
 //!   native with a fallback to QUIC; see `quic/`.
 //! - [`PolledEndpoint`]: no async, no threads: a non-blocking std socket the application polls
 //!   once per frame from its own game loop.
+//! - [`ClientSet`] (feature `client-set`, on by default): many client connections, each on its
+//!   own socket, driven from one thread through one OS poller: a load generator or a gateway of
+//!   thousands of devices without a task, a lock and a timer per connection.
 //!
 //! Both can pass every datagram through a [`LinkConditioner`](crate::sim::LinkConditioner) in
 //! each direction ([`DriverConfig::link`]), to run a real application as if over a bad network;
@@ -15,6 +18,8 @@
 
 #[cfg(feature = "tokio")]
 mod client;
+#[cfg(feature = "client-set")]
+mod client_set;
 mod conditioner;
 mod polled;
 mod quic;
@@ -36,6 +41,8 @@ use crate::{Config, ConfigError, DisconnectReason, RejectReason};
 
 #[cfg(feature = "tokio")]
 pub use client::Client;
+#[cfg(feature = "client-set")]
+pub use client_set::{ClientKey, ClientSet, ClientSetError};
 pub use polled::{ClientSetupError, PolledEndpoint};
 #[cfg(feature = "quic")]
 pub use quic::QuicError;
