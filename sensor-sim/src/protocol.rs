@@ -23,7 +23,8 @@
 //! a retransmission, which a sensor reporting every 100 ms tolerates.
 //!
 //! In secure mode (native only) each sensor presents a connect token whose client id is its
-//! sensor id.
+//! sensor id; the hub refuses a [`Uplink::Hello`] that names another sensor and closes the
+//! session with [`CODE_WRONG_SENSOR`](crate::hub::CODE_WRONG_SENSOR).
 
 use serde::{Deserialize, Serialize};
 use tickwire::{ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, DriverConfig};
@@ -40,15 +41,16 @@ pub const MAX_BATCH: usize = 40;
 
 /// Longest either side holds an acknowledgement back (both sides must agree: each adds it to
 /// its retransmission timeout). A sensor at 10 Hz sends a datagram every 100 ms; holding acks
-/// 250 ms with [`ACK_FREQUENCY`] 3 lets one acknowledgement cover three of them, which cuts
+/// 500 ms with [`ACK_FREQUENCY`] 5 lets one acknowledgement cover five of them, which cuts
 /// the hub's sends (`sendmsg` is its largest cost per reading after SQLite) and the sensors'
-/// receives to a third of the datagrams. Readings are unreliable, so this delays only the
-/// sensor learning that a batch was lost, not the readings themselves; a lost alert is sent
-/// again up to 250 ms later than with immediate acks.
-pub const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+/// receives to a fifth of the datagrams (about 2 acks a second per sensor; 3.3 with 250 ms
+/// and 3). Readings are unreliable, so this delays only the sensor learning that a batch was
+/// lost, not the readings themselves; a lost alert is sent again up to 500 ms later than with
+/// immediate acks (H2's p99 alert latency shows the price).
+pub const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Packets that need an acknowledgement before one is sent at once (engine default 2).
-pub const ACK_FREQUENCY: u32 = 3;
+pub const ACK_FREQUENCY: u32 = 5;
 
 /// The application's protocol id, checked in the Tickwire handshake ("SENSORSI").
 pub const PROTOCOL_ID: u64 = 0x5345_4e53_4f52_5349;
