@@ -917,9 +917,8 @@ const MAX_BATCHES_PER_TICK: usize = 25;
 const MIN_TICK: Duration = Duration::from_millis(20);
 const MAX_TICK: Duration = Duration::from_millis(100);
 /// Before going to sleep, how long a sensor waits for its reliable messages to be
-/// acknowledged (the `Sleeping` notice among them): twice the hub's ack delay
-/// ([`MAX_ACK_DELAY`](crate::protocol::MAX_ACK_DELAY)).
-pub(crate) const SLEEP_SETTLE: Duration = Duration::from_millis(1000);
+/// acknowledged (the `Sleeping` notice among them).
+pub(crate) const SLEEP_SETTLE: Duration = Duration::from_millis(500);
 /// A sleepy sensor stays awake at least this long (for clock pings), at most this long.
 const MIN_AWAKE: Duration = Duration::from_millis(300);
 const MAX_AWAKE: Duration = Duration::from_secs(5);
