@@ -46,9 +46,22 @@ pub enum DecodeMessageError {
 }
 
 /// Encodes a value as a message payload.
+///
+/// A value that encodes to at most 512 bytes (any message that fits one datagram unfragmented)
+/// is encoded on the stack and copied into one allocation of its exact size; a growing `Vec`
+/// reallocated several times per message (`perf`: a third of the malloc time of a 10,000
+/// sensor fleet).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, EncodeError> {
-    Ok(Bytes::from(postcard::to_allocvec(value)?))
+    let mut buf = [0u8; ENCODE_ON_STACK];
+    match postcard::to_slice(value, &mut buf) {
+        Ok(used) => Ok(Bytes::copy_from_slice(used)),
+        Err(postcard::Error::SerializeBufferFull) => Ok(Bytes::from(postcard::to_allocvec(value)?)),
+        Err(e) => Err(e.into()),
+    }
 }
+
+/// Largest encoding [`encode`] builds on the stack, in bytes.
+const ENCODE_ON_STACK: usize = 512;
 
 /// Decodes a message payload. Trailing bytes are refused, so a message of another type is
 /// less likely to decode by accident.

@@ -127,8 +127,11 @@ impl Dashboard {
                 ),
                 Style::new().fg(Color::Red).add_modifier(Modifier::BOLD),
             ));
-        } else if t.malformed > 0 {
-            lines.push(Line::raw(format!("malformed messages {}", t.malformed)));
+        } else if t.malformed > 0 || t.hellos_refused > 0 {
+            lines.push(Line::raw(format!(
+                "malformed messages {}, hellos refused {}",
+                t.malformed, t.hellos_refused
+            )));
         }
         Paragraph::new(lines).block(Block::default().borders(Borders::ALL).title(" totals "))
     }

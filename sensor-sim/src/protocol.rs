@@ -23,7 +23,8 @@
 //! a retransmission, which a sensor reporting every 100 ms tolerates.
 //!
 //! In secure mode (native only) each sensor presents a connect token whose client id is its
-//! sensor id.
+//! sensor id; the hub refuses a [`Uplink::Hello`] that names another sensor and closes the
+//! session with [`CODE_WRONG_SENSOR`](crate::hub::CODE_WRONG_SENSOR).
 
 use serde::{Deserialize, Serialize};
 use tickwire::{ChannelConfig, ChannelId, ChannelKind, ChannelLayout, Config, DriverConfig};
@@ -44,7 +45,10 @@ pub const MAX_BATCH: usize = 40;
 /// the hub's sends (`sendmsg` is its largest cost per reading after SQLite) and the sensors'
 /// receives to a third of the datagrams. Readings are unreliable, so this delays only the
 /// sensor learning that a batch was lost, not the readings themselves; a lost alert is sent
-/// again up to 250 ms later than with immediate acks.
+/// again up to 250 ms later than with immediate acks. Longer (500 ms, 5 packets: 2 acks a
+/// second instead of 3.3) was tried and kept sleepy sensors awake longer: a sleepy sensor
+/// sleeps only once its last batch and its reliable messages are acknowledged, so every wake
+/// lasted at least the ack delay.
 pub const MAX_ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Packets that need an acknowledgement before one is sent at once (engine default 2).

@@ -131,6 +131,9 @@ pub struct SensorReport {
     pub alerts_confirmed: u64,
     /// Alerts still in the outbox at the end.
     pub alerts_unconfirmed: u64,
+    /// Per confirmed alert: milliseconds from the sample that raised it (its due time) to the
+    /// hub's confirmation that it is stored, in the order confirmed.
+    pub alert_confirm_ms: Vec<f32>,
     /// Commands applied, in order.
     pub commands: Vec<(u64, Command)>,
     /// Sessions (successful connections).
@@ -283,6 +286,9 @@ pub(crate) struct Sensor {
     next_alert_id: u64,
     alerts_raised: Vec<u64>,
     alerts_confirmed: u64,
+    /// When each alert of the outbox was raised (its sample's due time).
+    alert_raised_at: HashMap<u64, Instant>,
+    alert_confirm_ms: Vec<f32>,
     applied: HashSet<u64>,
     commands: Vec<(u64, Command)>,
     sessions: u64,
@@ -338,6 +344,8 @@ impl Sensor {
             next_alert_id: 1,
             alerts_raised: Vec::new(),
             alerts_confirmed: 0,
+            alert_raised_at: HashMap::new(),
+            alert_confirm_ms: Vec::new(),
             applied: HashSet::new(),
             commands: Vec::new(),
             sessions: 0,
@@ -484,6 +492,7 @@ impl Sensor {
             alerts_raised: self.alerts_raised,
             alerts_confirmed: self.alerts_confirmed,
             alerts_unconfirmed: self.outbox.len() as u64,
+            alert_confirm_ms: self.alert_confirm_ms,
             commands: self.commands,
             sessions: self.sessions,
             connect_failures: self.connect_failures,
@@ -606,6 +615,10 @@ impl Sensor {
                     Downlink::AlertStored { alert_id } => {
                         if self.outbox.remove(&alert_id).is_some() {
                             self.alerts_confirmed += 1;
+                            if let Some(raised) = self.alert_raised_at.remove(&alert_id) {
+                                let ms = raised.elapsed().as_secs_f64() * 1000.0;
+                                self.alert_confirm_ms.push(ms as f32);
+                            }
                         }
                     }
                     Downlink::Command {
@@ -696,6 +709,7 @@ impl Sensor {
                 };
                 self.next_alert_id += 1;
                 self.alerts_raised.push(alert.alert_id);
+                self.alert_raised_at.insert(alert.alert_id, at);
                 self.outbox.insert(alert.alert_id, alert);
                 self.pending_alerts.push(alert);
             }

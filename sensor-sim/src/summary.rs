@@ -44,6 +44,11 @@ pub struct RunSummary {
     pub latency_ms_p50: Option<f64>,
     /// 99th percentile of the same.
     pub latency_ms_p99: Option<f64>,
+    /// Median delay from the sample that raised an alert (true time) to the sensor receiving
+    /// the hub's confirmation that the alert is stored durably, awake sensors only, ms.
+    pub alert_latency_ms_p50: Option<f64>,
+    /// 99th percentile of the same.
+    pub alert_latency_ms_p99: Option<f64>,
     /// 99th percentile of |corrected timestamp - true sampling time| over stored readings, ms.
     pub clock_offset_error_ms_p99: Option<f64>,
     /// Largest such error, ms.
@@ -58,8 +63,16 @@ impl RunSummary {
     /// The fleet's own numbers, without the database.
     pub fn from_fleet(fleet: &FleetReport) -> Self {
         let s = &fleet.sensors;
+        let mut alert_latency: Vec<f64> = s
+            .iter()
+            .filter(|r| !r.sleepy)
+            .flat_map(|r| r.alert_confirm_ms.iter().map(|&ms| f64::from(ms)))
+            .collect();
+        alert_latency.sort_by(f64::total_cmp);
         Self {
             sensors: s.len(),
+            alert_latency_ms_p50: percentile(&alert_latency, 0.50),
+            alert_latency_ms_p99: percentile(&alert_latency, 0.99),
             sleepy_sensors: s.iter().filter(|r| r.sleepy).count(),
             elapsed_s: fleet.elapsed_s,
             transport: fleet_transport(fleet),

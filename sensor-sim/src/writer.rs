@@ -33,7 +33,7 @@ const RETRY_AFTER: Duration = Duration::from_millis(200);
 
 /// A request to the writer.
 pub(crate) enum WriteOp {
-    /// Readings of one message.
+    /// Readings (of one batch of the hub's events).
     Readings(Vec<ReadingRow>),
     Alert(AlertRow),
     /// Put a command in the queue (it comes back in a [`Report::Commands`]).

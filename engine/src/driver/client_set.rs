@@ -79,6 +79,8 @@ pub struct ClientSet {
     dirty: Vec<u32>,
     /// Members whose sockets may still hold datagrams.
     readable: Vec<u32>,
+    /// An empty list with capacity, swapped with `readable` while it is worked through.
+    spare: Vec<u32>,
     events: VecDeque<(ClientKey, Event)>,
     recv_buf: Vec<u8>,
     /// Received datagrams are copied here and split off as `Bytes` that share it (one
@@ -123,6 +125,7 @@ impl ClientSet {
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
             readable: Vec::new(),
+            spare: Vec::new(),
             events: VecDeque::new(),
             recv_buf: vec![0; 64 * 1024],
             arena: BytesMut::new(),
@@ -262,10 +265,14 @@ impl ClientSet {
     /// Reads every datagram that arrived (up to a bound per socket, the rest next time), runs
     /// due timers, and sends everything queued. Never blocks.
     pub fn update(&mut self, now: Instant) -> io::Result<()> {
-        let readable = std::mem::take(&mut self.readable);
-        for index in readable {
+        // `read` may queue a member again (it left datagrams unread): swap in the spare list
+        // rather than take a fresh `Vec` each round.
+        let mut readable = std::mem::replace(&mut self.readable, std::mem::take(&mut self.spare));
+        for &index in &readable {
             self.read(index, now);
         }
+        readable.clear();
+        self.spare = readable;
         while let Some(&Reverse((at, index, generation))) = self.timers.peek() {
             if at > now {
                 break;

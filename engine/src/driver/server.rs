@@ -132,6 +132,13 @@ impl Server {
         self.quic.as_ref().map(QuicServer::fingerprint)
     }
 
+    /// The client id a secure native session presented in its connect token; `None` for an
+    /// unsecured or QUIC session, or an unknown connection. Lets the application check that
+    /// what a client says about itself matches what its token was issued for.
+    pub fn client_id(&self, connection: ConnectionId) -> Option<crate::ClientId> {
+        self.native.as_ref()?.client_id(connection)
+    }
+
     /// Which transport carries a connection: `Native`, `Quic` or `Hybrid`; `None` if unknown.
     pub fn transport_of(&self, connection: ConnectionId) -> Option<Transport> {
         #[cfg(feature = "quic")]

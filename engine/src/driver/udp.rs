@@ -464,6 +464,11 @@ impl NativeServer {
             .with(|endpoint| endpoint.disconnect(connection, code, Instant::now()));
     }
 
+    /// The client id of a secure session (from its connect token).
+    pub(crate) fn client_id(&self, connection: ConnectionId) -> Option<crate::ClientId> {
+        self.driver.with(|endpoint| endpoint.client_id(connection))
+    }
+
     /// One connection's statistics.
     pub(crate) fn stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
         self.driver
