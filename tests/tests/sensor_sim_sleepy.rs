@@ -17,7 +17,9 @@ async fn commands_queued_while_asleep_arrive_at_the_next_wake() {
         rate_hz: 5.0,
         sleepy_fraction: 1.0,
         wake_interval: Duration::from_millis(1500),
-        duration: Duration::from_secs(6),
+        // Long enough for two more wakes after the last sensor first falls asleep, even when
+        // that takes most of the 10 s allowed below (a loaded machine).
+        duration: Duration::from_secs(12),
         drain_timeout: Duration::from_secs(15),
         seed: 3,
         ..FleetConfig::new(hub.local_addr())
