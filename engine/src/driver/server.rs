@@ -426,7 +426,11 @@ impl Server {
                 let held = self.held.iter().position(
                     |(_, e)| matches!(e, Event::Connected { connection: c, .. } if c == connection),
                 )?;
-                Some(self.held.remove(held).1)
+                let mut connected = self.held.remove(held).1;
+                if let Event::Connected { transport, .. } = &mut connected {
+                    *transport = Transport::Hybrid;
+                }
+                Some(connected)
             }
             Event::Disconnected { connection, .. } => {
                 if let Some(session) = quic.session(*connection) {

@@ -12,14 +12,14 @@ use tokio::task::JoinHandle;
 use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, HELLO_LEN, PAIRED, TOKEN_LEN};
 use super::link::{self, LinkHandle};
-use super::session::{Session, SHUTDOWN_CODE};
+use super::session::{Session, SessionLimits, SHUTDOWN_CODE};
 use super::{tls, CertFingerprint, QuicConfig};
 use crate::driver::BindError;
 use crate::{Config, ConnectionId, Event, RejectReason};
 
 /// Connection ids of QUIC sessions have this bit set, so they never collide with the native
 /// endpoint's (which count up from zero).
-pub(crate) const QUIC_ID_BIT: u64 = 1 << 63;
+pub(crate) const QUIC_ID_BIT: u64 = ConnectionId::QUIC_BIT;
 /// How long a refused client has to read the refusal before the connection is dropped.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 
@@ -251,7 +251,10 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         hello.mode,
         shared.config.channels.server_to_client.clone(),
         shared.config.channels.client_to_server.clone(),
-        true,
+        SessionLimits {
+            datagrams: true,
+            reassembly_bytes: shared.config.max_reassembly_bytes,
+        },
         Arc::clone(&shared.events),
     );
     match hello.mode {
@@ -264,6 +267,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
             shared.events.push(Event::Connected {
                 connection: id,
                 remote: conn.remote_address(),
+                transport: session.transport(),
             });
         }
         Mode::Hybrid => {
