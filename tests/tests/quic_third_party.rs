@@ -2,14 +2,18 @@
 //! it completes the hello, sends DATAGRAM payloads by hand (plain, and fragmented), and mixes
 //! in hostile ones (garbage, bad fragments, a flood of incomplete fragmented messages). The
 //! server delivers the valid messages intact, counts each malformed payload, and stays up.
+//! Also a hybrid session whose pairing token is presented from another address.
 
 mod quic_common;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use quic_common::*;
-use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+};
 use tickwire::{ChannelId, Config, DriverConfig, Server, ServerCertificate, Transport, ALPN};
 
 /// The layout fingerprint of PROTOCOL.md, "Channel layout fingerprint", for the default layout
@@ -44,14 +48,9 @@ fn fragment(message: u32, index: u16, count: u16, piece: &[u8]) -> Bytes {
     out.freeze()
 }
 
-#[tokio::test]
-async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payloads_are_counted() {
-    assert_eq!(
-        default_layout_fingerprint(),
-        0x85c0_c859,
-        "PROTOCOL.md's example"
-    );
-    // A server with a CA-signed certificate, so that this client can use stock verification.
+/// A server for `transport` with a CA-signed certificate (so that a stock client can verify
+/// it), the CA certificate, and the directory of its PEM files.
+async fn ca_server(transport: Transport, test: &str) -> (Server, Certificate, PathBuf) {
     let ca_key = KeyPair::generate().unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -60,24 +59,27 @@ async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payload
     let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
-    let dir = std::env::temp_dir().join(format!("tickwire-third-party-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("tickwire-{test}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
     let mut config = DriverConfig {
-        transport: Transport::Quic,
+        transport,
         ..DriverConfig::server()
     };
     config.quic.certificate = ServerCertificate::Pem {
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
     };
-    let mut server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
+    let server = Server::bind("127.0.0.1:0".parse().unwrap(), config)
         .await
         .expect("bind");
-    let quic_addr = server.quic_addr().expect("QUIC served");
+    (server, ca, dir)
+}
 
-    // The client: TLS 1.3, ALPN "tickwire/1", DATAGRAM frames on.
+/// A stock quinn client endpoint on `bind`: TLS 1.3 trusting `ca`, ALPN "tickwire/1",
+/// DATAGRAM frames on.
+fn stock_client(ca: &Certificate, bind: &str) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der().clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -92,8 +94,30 @@ async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payload
     let mut transport = quinn::TransportConfig::default();
     transport.datagram_receive_buffer_size(Some(1 << 20));
     client_config.transport_config(Arc::new(transport));
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut endpoint = quinn::Endpoint::client(bind.parse().unwrap()).unwrap();
     endpoint.set_default_client_config(client_config);
+    endpoint
+}
+
+/// The 17-byte hello: `"TWQ1" | protocol_id u64 | layout fingerprint u32 | mode u8`.
+fn hello(mode: u8) -> Vec<u8> {
+    let mut hello = b"TWQ1".to_vec();
+    hello.extend_from_slice(&Config::default().protocol_id.to_be_bytes());
+    hello.extend_from_slice(&default_layout_fingerprint().to_be_bytes());
+    hello.push(mode);
+    hello
+}
+
+#[tokio::test]
+async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payloads_are_counted() {
+    assert_eq!(
+        default_layout_fingerprint(),
+        0x85c0_c859,
+        "PROTOCOL.md's example"
+    );
+    let (mut server, ca, dir) = ca_server(Transport::Quic, "third-party").await;
+    let quic_addr = server.quic_addr().expect("QUIC served");
+    let endpoint = stock_client(&ca, "127.0.0.1:0");
     let conn = endpoint
         .connect(quic_addr, "localhost")
         .unwrap()
@@ -102,11 +126,7 @@ async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payload
 
     // The hello on the first bidirectional stream; status 0 is accepted.
     let (mut control, mut status_stream) = conn.open_bi().await.unwrap();
-    let mut hello = b"TWQ1".to_vec();
-    hello.extend_from_slice(&Config::default().protocol_id.to_be_bytes());
-    hello.extend_from_slice(&default_layout_fingerprint().to_be_bytes());
-    hello.push(0);
-    control.write_all(&hello).await.unwrap();
+    control.write_all(&hello(0)).await.unwrap();
     let mut status = [0xAAu8];
     status_stream.read_exact(&mut status).await.unwrap();
     assert_eq!(status[0], 0, "accepted");
@@ -155,6 +175,42 @@ async fn a_client_built_from_the_protocol_document_is_served_and_hostile_payload
     assert_eq!(stats.dropped.malformed, 6, "{stats:?}");
     assert_eq!(stats.recv_channels[0].messages_delivered, 2);
 
+    conn.close(0u32.into(), b"");
+    endpoint.wait_idle().await;
+    server.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Hybrid pairing: a token presented on a native connection from another IP address than its
+/// QUIC session's (here a session from 127.0.0.2, the native connection from 127.0.0.1) pairs
+/// nothing; the message reaches the application as an ordinary one.
+#[tokio::test]
+async fn a_pairing_token_from_another_address_pairs_nothing() {
+    let (mut server, ca, dir) = ca_server(Transport::Hybrid, "pair-elsewhere").await;
+    let quic_addr = server.quic_addr().expect("QUIC served");
+    let endpoint = stock_client(&ca, "127.0.0.2:0");
+    let conn = endpoint
+        .connect(quic_addr, "localhost")
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    let (mut control, mut replies) = conn.open_bi().await.unwrap();
+    control.write_all(&hello(1)).await.unwrap();
+    let mut reply = [0u8; 17];
+    replies.read_exact(&mut reply).await.unwrap();
+    assert_eq!(reply[0], 0, "accepted, with a token");
+    let mut pairing = b"TWPAIR".to_vec();
+    pairing.extend_from_slice(&reply[1..]);
+
+    let (client, native) = connect(&mut server, client_config(Transport::Native)).await;
+    client
+        .send(ChannelId(2), Bytes::from(pairing.clone()))
+        .expect("queue");
+    let (from, channel, data) = server_message(&mut server).await;
+    assert_eq!((from, channel), (native, ChannelId(2)));
+    assert_eq!(&data[..], &pairing[..], "an ordinary message");
+    assert_eq!(server.transport_of(native), Some(Transport::Native));
+    client.disconnect(0).await;
     conn.close(0u32.into(), b"");
     endpoint.wait_idle().await;
     server.shutdown().await;

@@ -420,7 +420,13 @@ impl Server {
                 let Some(token) = super::quic::pairing_token(data) else {
                     return Some(event);
                 };
-                if quic.pair(&token, *connection).is_none() {
+                let native_ip = self
+                    .native
+                    .as_ref()
+                    .and_then(|native| native.remote_addr(*connection))
+                    .map(|addr| addr.ip());
+                let paired = native_ip.and_then(|ip| quic.pair(&token, *connection, ip));
+                if paired.is_none() {
                     return Some(event);
                 }
                 let held = self.held.iter().position(

@@ -118,18 +118,27 @@ impl QuicServer {
         self.shared.sessions().keys().copied().collect()
     }
 
-    /// Pairs the hybrid session waiting for `token` with the native connection `native`:
-    /// from now on it is known by that id, and the client is told (one byte, [`PAIRED`], on the
-    /// control stream). Returns the session, or `None` if no session waits for this token.
+    /// Pairs the hybrid session waiting for `token` with the native connection `native`, whose
+    /// peer is at `native_ip`: from now on it is known by that id, and the client is told (one
+    /// byte, [`PAIRED`], on the control stream). Returns the session, or `None` if no session
+    /// waits for this token, or if the session's peer has another IP address (a copied token
+    /// presented from elsewhere; the session keeps waiting for its own client).
     pub(crate) fn pair(
         &self,
         token: &[u8; TOKEN_LEN],
         native: ConnectionId,
+        native_ip: std::net::IpAddr,
     ) -> Option<Arc<Session>> {
         let Pending {
             session,
             mut control,
-        } = self.shared.pending().remove(token)?;
+        } = {
+            let mut pending = self.shared.pending();
+            if pending.get(token)?.session.remote_ip().to_canonical() != native_ip.to_canonical() {
+                return None;
+            }
+            pending.remove(token)?
+        };
         session.pair(native);
         self.shared.sessions().insert(native, Arc::clone(&session));
         tokio::spawn(async move {
