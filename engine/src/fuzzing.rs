@@ -87,16 +87,18 @@ pub fn packet_decoding(data: &[u8]) {
 }
 
 /// A server [`Endpoint`] with one established client is fed the datagrams encoded in `data`,
-/// from the client's address and from unknown ones, interleaved with timer runs and real
-/// traffic from the client.
+/// from the client's address and from unknown ones, and the client is fed datagrams forged with
+/// the server's address, interleaved with timer runs and real traffic from the client.
 ///
 /// `data` is a sequence of records `[control: u8][length: u16 BE][bytes]` (the last record may be
-/// short). In `control`, bits 0-1 pick the sender (0, 1: the client; 2, 3: two unknown
-/// addresses), bits 2-4 how far virtual time advances first (0 to 20 s), bit 5 makes the client
-/// application send a message first, and bit 6 runs every due timer afterwards.
+/// short). In `control`, bits 0-1 pick the path (0: to the server from the client's address; 1:
+/// to the client from the server's address, as an off-path forger would send; 2, 3: to the
+/// server from two unknown addresses), bits 2-4 how far virtual time advances first (0 to 20 s),
+/// bit 5 makes the client application send a message first, and bit 6 runs every due timer
+/// afterwards.
 ///
 /// Checks: at most one connection, only to the client's address; an unknown address never gets
-/// more datagrams or bytes than it sent; timers do not spin; nothing panics.
+/// more datagrams or bytes than it sent; timers do not spin; nothing panics on either side.
 pub fn endpoint_receive(data: &[u8]) {
     let mut session = Session::establish();
     let mut input = Input::new(data);
@@ -110,12 +112,13 @@ pub fn endpoint_receive(data: &[u8]) {
         if control & 0x20 != 0 {
             session.client_sends(control);
         }
-        let from = match control & 0x3 {
-            0 | 1 => client_addr(),
-            2 => stranger_addr(),
-            _ => neighbour_addr(),
-        };
-        session.deliver_to_server(from, Bytes::copy_from_slice(body));
+        let body = Bytes::copy_from_slice(body);
+        match control & 0x3 {
+            0 => session.deliver_to_server(client_addr(), body),
+            1 => session.deliver_to_client(body),
+            2 => session.deliver_to_server(stranger_addr(), body),
+            _ => session.deliver_to_server(neighbour_addr(), body),
+        }
         if control & 0x40 != 0 {
             session.run_timers();
         }
@@ -473,6 +476,13 @@ impl Session {
             counts[1] += datagram.len();
         }
         self.server.handle_datagram(self.now, from, datagram);
+        self.shuttle();
+    }
+
+    /// A datagram forged with the server's address reaches the client.
+    fn deliver_to_client(&mut self, datagram: Bytes) {
+        self.client
+            .handle_datagram(self.now, server_addr(), datagram);
         self.shuttle();
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 use tickwire::sim::LinkConfig;
 use tickwire::{Config, DisconnectReason, Event};
 
-use support::faults::{assert_exactly_once_in_order, RELIABLE_ORDERED};
+use support::faults::{assert_exactly_once_in_order, until_client_disconnects, RELIABLE_ORDERED};
 use support::{client_addr, connected_pair, intercept, server_addr, stamped, Pair};
 
 const SEEDS: u64 = 32;
@@ -47,34 +47,12 @@ fn an_unsecured_session_stays_put_and_the_client_reconnects_at_once() {
         let (client, server, old_session) = (pair.client, pair.server, pair.to_client);
         pair.sim.run_for(Duration::from_millis(500)).unwrap();
         pair.sim.set_address(client, new_addr());
-        let start = pair.sim.elapsed();
-        let mut counter = 0u32;
-        let mut ended = None;
-        for _ in 0..1000 {
-            if busy {
-                let _ = pair.sim.endpoint_mut(client).send(
-                    pair.to_server,
-                    RELIABLE_ORDERED,
-                    stamped(counter, 40),
-                );
-                counter += 1;
-            }
-            pair.sim.run_for(Duration::from_millis(10)).unwrap();
-            while let Some(event) = pair.sim.poll_event(client) {
-                if let Event::Disconnected { reason, .. } = event {
-                    ended = Some((pair.sim.elapsed() - start, reason));
-                }
-            }
-            while let Some(event) = pair.sim.poll_event(server) {
-                assert!(
-                    !matches!(event, Event::Disconnected { .. } | Event::Connected { .. }),
-                    "seed {seed}: server event before the client reconnected: {event:?}"
-                );
-            }
-            if ended.is_some() {
-                break;
-            }
-        }
+        let ended = until_client_disconnects(&mut pair, busy, 0, |event| {
+            assert!(
+                !matches!(event, Event::Disconnected { .. } | Event::Connected { .. }),
+                "seed {seed}: server event before the client reconnected: {event:?}"
+            );
+        });
         let (at, reason) = ended.unwrap_or_else(|| panic!("seed {seed}: client never noticed"));
         assert_eq!(
             reason,

@@ -12,8 +12,8 @@ use std::time::Duration;
 use tickwire::sim::LinkConfig;
 use tickwire::{Config, DisconnectReason, Endpoint, Event};
 
-use support::faults::{assert_exactly_once_in_order, stream, RELIABLE_ORDERED};
-use support::{connected_pair, server_addr, stamped, unstamp};
+use support::faults::{assert_exactly_once_in_order, stream, until_client_disconnects};
+use support::{connected_pair, server_addr, unstamp};
 
 const SEEDS: u64 = 32;
 const NO_SESSION: u16 = 0xFFF4;
@@ -53,36 +53,13 @@ fn clients_notice_a_restarted_server_at_once_and_start_clean() {
 /// its session with the no-session code within `within`, and that the new server
 /// saw nothing and kept no state.
 fn restart_and_notice(pair: &mut support::Pair, config: Config, seed: u64, within: Duration) {
-    let (client, server) = (pair.client, pair.server);
+    let server = pair.server;
     let busy = seed % 2 == 0;
     let now = pair.sim.now();
     *pair.sim.endpoint_mut(server) = Endpoint::new(config, now).unwrap();
-    let start = pair.sim.elapsed();
-    let mut counter = 1000u32;
-    let mut ended = None;
-    for _ in 0..1000 {
-        if busy {
-            let _ = pair.sim.endpoint_mut(client).send(
-                pair.to_server,
-                RELIABLE_ORDERED,
-                stamped(counter, 40),
-            );
-            counter += 1;
-        }
-        pair.sim.run_for(Duration::from_millis(10)).unwrap();
-        while let Some(event) = pair.sim.poll_event(client) {
-            if let Event::Disconnected { reason, .. } = event {
-                ended = Some((pair.sim.elapsed() - start, reason));
-            }
-        }
-        assert!(
-            support::sim_events(&mut pair.sim, server).is_empty(),
-            "seed {seed}: the new server saw something of the old session"
-        );
-        if ended.is_some() {
-            break;
-        }
-    }
+    let ended = until_client_disconnects(pair, busy, 1000, |event| {
+        panic!("seed {seed}: the new server saw something of the old session: {event:?}")
+    });
     let (at, reason) = ended.unwrap_or_else(|| panic!("seed {seed}: client never noticed"));
     assert_eq!(
         reason,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tickwire::fuzzing::Probe;
+use tickwire::fuzzing::{forge, Probe};
 use tickwire::snapshot::{EntityId, SnapshotConfig, SnapshotServer};
 use tickwire::{fuzzing, ChannelId, Config, ConnectionId, Endpoint};
 
@@ -117,6 +117,7 @@ fn write_seed_corpus() {
         let cut = datagram.len() / 2;
         seeds.add("packet_decoding", &format!("cut-{i:02}"), &datagram[..cut]);
     }
+    seeds.add("packet_decoding", "no-session", &forge::no_session());
     for i in 0..8 {
         let len = rng.random_range(1..64);
         let bytes: Vec<u8> = (0..len).map(|_| rng.random()).collect();
@@ -159,6 +160,33 @@ fn write_seed_corpus() {
         stranger_data.extend(record(2, datagram));
     }
     seeds.add("endpoint_receive", "stranger-data", &stranger_data);
+    // The client's side: the server's own datagrams replayed to it, and forged no-session
+    // packets, once alone and once followed by silence past the retransmission timeout.
+    let from_server: Vec<&Vec<u8>> = session
+        .iter()
+        .filter(|(to_server, _)| !*to_server)
+        .map(|(_, d)| d)
+        .collect();
+    let mut replayed = Vec::new();
+    for datagram in from_server.iter().take(8) {
+        replayed.extend(record(1, datagram));
+    }
+    seeds.add("endpoint_receive", "server-replayed-to-client", &replayed);
+    seeds.add(
+        "endpoint_receive",
+        "no-session-to-client",
+        &record(1, &forge::no_session()),
+    );
+    seeds.add(
+        "endpoint_receive",
+        "no-session-then-silence",
+        &[
+            record(0x21, &forge::no_session()),
+            record(0x4c, &[]),
+            record(0x5c, &[]),
+        ]
+        .concat(),
+    );
     for (i, datagram) in from_client.iter().enumerate().step_by(4) {
         let cut = &datagram[..datagram.len() / 2];
         seeds.add(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tickwire::sim::LinkConfig;
-use tickwire::{ChannelId, Event};
+use tickwire::{ChannelId, DisconnectReason, Event};
 
 use super::{client_addr, server_addr, stamped, unstamp, Pair};
 
@@ -116,4 +116,42 @@ pub fn link_totals(pair: &mut Pair) -> (u64, u64, u64, u64) {
         }
     }
     totals
+}
+
+/// Runs the pair in 10 ms steps, for at most 10 simulated seconds, until the client's session
+/// ends; when `busy`, the client sends one stamped reliable-ordered message per step, numbered
+/// from `counter`. Every server event goes to `on_server_event`. Returns how long after the
+/// start the session ended, and why, or `None` if it did not.
+pub fn until_client_disconnects(
+    pair: &mut Pair,
+    busy: bool,
+    mut counter: u32,
+    mut on_server_event: impl FnMut(Event),
+) -> Option<(Duration, DisconnectReason)> {
+    let (client, server) = (pair.client, pair.server);
+    let start = pair.sim.elapsed();
+    for _ in 0..1000 {
+        if busy {
+            let _ = pair.sim.endpoint_mut(client).send(
+                pair.to_server,
+                RELIABLE_ORDERED,
+                stamped(counter, 40),
+            );
+            counter += 1;
+        }
+        pair.sim.run_for(Duration::from_millis(10)).unwrap();
+        let mut ended = None;
+        while let Some(event) = pair.sim.poll_event(client) {
+            if let Event::Disconnected { reason, .. } = event {
+                ended = Some((pair.sim.elapsed() - start, reason));
+            }
+        }
+        while let Some(event) = pair.sim.poll_event(server) {
+            on_server_event(event);
+        }
+        if ended.is_some() {
+            return ended;
+        }
+    }
+    None
 }
