@@ -455,7 +455,8 @@ impl Loop {
                 }
                 let mut name = truncate_chars(name.trim(), MAX_NAME_CHARS);
                 if name.is_empty() {
-                    name = format!("player{}", connection.0);
+                    // `#3` or, over QUIC, `#q3`: a short name either way.
+                    name = format!("player{}", connection.to_string().trim_start_matches('#'));
                 }
                 let player = self.world.join(name.clone());
                 peer.player = Some(player);

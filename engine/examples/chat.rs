@@ -67,7 +67,9 @@ async fn run_server(mut server: Server) {
             Event::Message { data, .. } => {
                 server.broadcast(CHAT, &data);
             }
-            Event::Connected { connection, remote } => {
+            Event::Connected {
+                connection, remote, ..
+            } => {
                 eprintln!("[server] {connection} joined from {remote}")
             }
             Event::Disconnected { connection, reason } => {

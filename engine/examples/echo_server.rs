@@ -34,7 +34,9 @@ async fn main() -> ExitCode {
     println!("echo server listening on {}", server.local_addr());
     while let Some(event) = server.next_event().await {
         match event {
-            Event::Connected { connection, remote } => {
+            Event::Connected {
+                connection, remote, ..
+            } => {
                 println!("{connection} connected from {remote}")
             }
             Event::Message {

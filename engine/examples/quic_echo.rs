@@ -46,9 +46,12 @@ async fn run(transport: Transport) -> Result<(), Box<dyn std::error::Error>> {
     let echo = tokio::spawn(async move {
         while let Some(event) = server.next_event().await {
             match event {
-                Event::Connected { connection, remote } => {
-                    let over = server.transport_of(connection);
-                    println!("server: {connection} connected from {remote} over {over:?}");
+                Event::Connected {
+                    connection,
+                    remote,
+                    transport,
+                } => {
+                    println!("server: {connection} connected from {remote} over {transport}");
                 }
                 Event::Message {
                     connection,

@@ -803,6 +803,7 @@ impl Endpoint {
         self.events.push_back(Event::Connected {
             connection: id,
             remote: from,
+            transport: crate::Transport::Native,
         });
         self.reply_bytes(from, &accept);
     }
@@ -888,6 +889,7 @@ impl Endpoint {
         self.events.push_back(Event::Connected {
             connection: id,
             remote: from,
+            transport: crate::Transport::Native,
         });
         self.reply(
             from,

@@ -99,12 +99,39 @@ pub use stats::{ConnectionStats, DropCounters, EndpointStats, RecvChannelStats, 
 pub use wire::DecodeError;
 
 /// Identifies a connection on one [`Endpoint`]. Never reused by that endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Displays as `#` and the number (`#3`); the ids of QUIC sessions, which have
+/// [`QUIC_BIT`](Self::QUIC_BIT) set, as `#q` and their number without it (`#q3`).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnectionId(pub u64);
+
+impl ConnectionId {
+    /// Set in the ids a [`Server`]'s QUIC listener hands out (and in a QUIC [`Client`]'s own),
+    /// so that they never collide with the native endpoint's, which count up from zero.
+    /// Hybrid connections go by their native half's id.
+    pub const QUIC_BIT: u64 = 1 << 63;
+
+    /// Whether this is the id of a whole-QUIC session ([`QUIC_BIT`](Self::QUIC_BIT) set).
+    pub fn is_quic(self) -> bool {
+        self.0 & Self::QUIC_BIT != 0
+    }
+
+    /// The number shown after `#` or `#q`: the id without [`QUIC_BIT`](Self::QUIC_BIT).
+    pub fn number(self) -> u64 {
+        self.0 & !Self::QUIC_BIT
+    }
+}
 
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
+        let prefix = if self.is_quic() { "#q" } else { "#" };
+        write!(f, "{prefix}{}", self.number())
+    }
+}
+
+impl fmt::Debug for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectionId({self})")
     }
 }
 
@@ -130,6 +157,10 @@ pub enum Event {
         connection: ConnectionId,
         /// The peer's address.
         remote: SocketAddr,
+        /// What carries it: `Native` from an [`Endpoint`] and the native driver; from a
+        /// [`Server`] serving QUIC, `Quic` for a whole-QUIC session and `Hybrid` for a paired
+        /// hybrid connection. Never `Auto`.
+        transport: Transport,
     },
     /// A message arrived, with the guarantees of its channel's kind.
     Message {
@@ -265,5 +296,20 @@ impl fmt::Display for RejectReason {
             }
             Self::Unknown(code) => write!(f, "unknown reason {code}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConnectionId;
+
+    #[test]
+    fn connection_ids_display_short_and_quic_ids_with_a_q() {
+        assert_eq!(ConnectionId(3).to_string(), "#3");
+        let quic = ConnectionId(ConnectionId::QUIC_BIT | 3);
+        assert!(quic.is_quic() && !ConnectionId(3).is_quic());
+        assert_eq!(quic.number(), 3);
+        assert_eq!(quic.to_string(), "#q3");
+        assert_eq!(format!("{quic:?}"), "ConnectionId(#q3)");
     }
 }

@@ -118,6 +118,11 @@ impl DropCounters {
 /// Statistics of one connection.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ConnectionStats {
+    /// What carries the connection: `Native` (the default, and always from an
+    /// [`Endpoint`](crate::Endpoint)), `Quic` or `Hybrid` (then the figures below are quinn's
+    /// for `Quic`, and the native path's with the reliable channels' counters from QUIC for
+    /// `Hybrid`). Never `Auto`.
+    pub transport: crate::Transport,
     /// Smoothed round-trip time (RFC 6298), or the initial estimate before any sample.
     pub rtt: Duration,
     /// Round-trip time variation (RFC 6298).

@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use tickwire::sim::{LinkConfig, NodeId, Simulation};
 use tickwire::{
     ChannelConfig, ChannelKind, ChannelLayout, Config, ConnectionId, DisconnectReason, Endpoint,
-    Event, RejectReason,
+    Event, RejectReason, Transport,
 };
 
 use support::{
@@ -63,12 +63,14 @@ fn a_client_connects_and_both_sides_see_it() {
         client_seen,
         vec![Event::Connected {
             connection,
-            remote: server_addr()
+            remote: server_addr(),
+            transport: Transport::Native,
         }]
     );
     let [Event::Connected {
         connection: at_server,
         remote,
+        transport: Transport::Native,
     }] = server_seen[..]
     else {
         panic!("server events: {server_seen:?}");

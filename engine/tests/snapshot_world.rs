@@ -169,7 +169,9 @@ impl Game {
             .run_until(period, |sim| {
                 while let Some(event) = sim.poll_event(server) {
                     match event {
-                        Event::Connected { connection, remote } => {
+                        Event::Connected {
+                            connection, remote, ..
+                        } => {
                             world.add_client(connection);
                             if let Some(v) =
                                 clients.iter_mut().find(|v| sim.address(v.node) == remote)

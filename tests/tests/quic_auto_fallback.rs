@@ -14,9 +14,15 @@ async fn falls_back(server_transport: Transport, client_link: Option<LinkConfig>
     let mut config = client_config(Transport::Auto);
     config.link = client_link;
     config.quic.auto_fallback_after = Duration::from_millis(300);
-    let (client, id) = connect(&mut server, config).await;
+    let (client, id, over) = connect_over(&mut server, config).await;
+    // The transport in use shows in the API, the server's `Connected` event and both sides'
+    // statistics.
     assert_eq!(client.transport(), Transport::Quic);
     assert_eq!(server.transport_of(id), Some(Transport::Quic));
+    assert_eq!(over, Transport::Quic);
+    assert_eq!(client.stats().expect("stats").transport, Transport::Quic);
+    assert_eq!(server.stats(id).expect("stats").transport, Transport::Quic);
+    assert!(id.is_quic(), "{id}");
     client.send(ChannelId(2), numbered(5, 64)).expect("queue");
     let (from, channel, data) = server_message(&mut server).await;
     assert_eq!((from, channel, number(&data)), (id, ChannelId(2), 5));

@@ -10,9 +10,19 @@ use tokio::time::timeout;
 #[tokio::test]
 async fn hybrid_delivers_reliable_in_order_while_sequenced_flows_natively() {
     let mut server = server(Transport::Hybrid).await;
-    let (client, id) = connect(&mut server, client_config(Transport::Hybrid)).await;
+    let (client, id, over) = connect_over(&mut server, client_config(Transport::Hybrid)).await;
     assert_eq!(client.transport(), Transport::Hybrid);
     assert_eq!(server.transport_of(id), Some(Transport::Hybrid));
+    assert_eq!(
+        over,
+        Transport::Hybrid,
+        "one Connected for the pair, named hybrid"
+    );
+    assert_eq!(client.stats().expect("stats").transport, Transport::Hybrid);
+    assert_eq!(
+        server.stats(id).expect("stats").transport,
+        Transport::Hybrid
+    );
     let native_before = server.stats(id).expect("native stats").packets_received;
 
     const COUNT: u32 = 1_000;

@@ -1,6 +1,6 @@
 //! Over QUIC, an unreliable channel delivers messages at most once: small ones as DATAGRAM
-//! frames, ones larger than a datagram on the fallback stream, and everything on the fallback
-//! stream when datagrams are off.
+//! frames, ones larger than a datagram as fragment frames (`quic_fragments.rs`), and
+//! everything on the fallback stream when datagrams are off.
 
 mod quic_common;
 
@@ -14,8 +14,9 @@ async fn at_most_once(disable_datagrams: bool) {
     let mut config = client_config(Transport::Quic);
     config.quic.disable_datagrams = disable_datagrams;
     let (client, _) = connect(&mut server, config).await;
-    // 200 small messages, then one of 20 kB (above any datagram size) that must still arrive
-    // (the fallback stream is reliable), as the marker that the burst is over.
+    // 200 small messages, then one of 20 kB (above any datagram size, so fragmented, or on the
+    // reliable fallback stream without datagrams) as the marker that the burst is over: on
+    // loopback nothing is lost.
     for i in 0..200 {
         client.send(ChannelId(0), numbered(i, 64)).expect("queue");
     }
@@ -94,4 +95,30 @@ async fn send_many_packs_datagrams_and_every_message_arrives_whole() {
 #[tokio::test]
 async fn send_many_packs_fallback_frames_without_datagrams() {
     packed(true).await;
+}
+
+/// A peer without datagram support (this client does not offer DATAGRAM frames, so quinn on
+/// the server reports no datagram size): the server's unreliable and sequenced messages fall
+/// back to its fallback stream, and every one arrives, in order.
+#[tokio::test]
+async fn a_server_falls_back_to_a_stream_for_a_client_without_datagrams() {
+    let mut server = server(Transport::Quic).await;
+    let mut config = client_config(Transport::Quic);
+    config.quic.disable_datagrams = true;
+    let (mut client, id) = connect(&mut server, config).await;
+    const COUNT: u32 = 300;
+    for i in 0..COUNT {
+        let channel = ChannelId((i % 2) as u8);
+        server.send(id, channel, numbered(i, 64)).expect("queue");
+    }
+    let mut next = [0u32, 1];
+    while next[0] < COUNT || next[1] < COUNT {
+        let (channel, data) = client_message(&mut client).await;
+        let lane = usize::from(channel.0);
+        assert!(lane < 2, "unexpected channel {channel:?}");
+        assert_eq!(number(&data), next[lane], "stream order on channel {lane}");
+        next[lane] += 2;
+    }
+    client.disconnect(0).await;
+    server.shutdown().await;
 }

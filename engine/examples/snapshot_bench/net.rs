@@ -236,7 +236,9 @@ fn layout() -> ChannelLayout {
 /// The server's connection id for a client, from its `Connected` event.
 pub(crate) fn connection_of(event: &Event) -> Option<(ConnectionId, SocketAddr)> {
     match event {
-        Event::Connected { connection, remote } => Some((*connection, *remote)),
+        Event::Connected {
+            connection, remote, ..
+        } => Some((*connection, *remote)),
         _ => None,
     }
 }

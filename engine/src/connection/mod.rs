@@ -593,6 +593,7 @@ impl Connection {
                 events.push_back(Event::Connected {
                     connection: self.id,
                     remote: self.remote,
+                    transport: crate::Transport::Native,
                 });
                 Ok(())
             }

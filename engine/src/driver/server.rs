@@ -427,13 +427,23 @@ impl Server {
                 let Some(token) = super::quic::pairing_token(data) else {
                     return Some(event);
                 };
-                if quic.pair(&token, *connection).is_none() {
+                let native_ip = self
+                    .native
+                    .as_ref()
+                    .and_then(|native| native.remote_addr(*connection))
+                    .map(|addr| addr.ip());
+                let paired = native_ip.and_then(|ip| quic.pair(&token, *connection, ip));
+                if paired.is_none() {
                     return Some(event);
                 }
                 let held = self.held.iter().position(
                     |(_, e)| matches!(e, Event::Connected { connection: c, .. } if c == connection),
                 )?;
-                Some(self.held.remove(held).1)
+                let mut connected = self.held.remove(held).1;
+                if let Event::Connected { transport, .. } = &mut connected {
+                    *transport = Transport::Hybrid;
+                }
+                Some(connected)
             }
             Event::Disconnected { connection, .. } => {
                 if let Some(session) = quic.session(*connection) {

@@ -480,6 +480,13 @@ impl NativeServer {
         self.driver.with(|endpoint| endpoint.stats().clone())
     }
 
+    /// The peer address of a connection, if it exists.
+    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
+    pub(crate) fn remote_addr(&self, connection: ConnectionId) -> Option<SocketAddr> {
+        self.driver
+            .with(|endpoint| endpoint.remote_address(connection))
+    }
+
     /// The connections, established or not.
     pub(crate) fn connections(&self) -> Vec<ConnectionId> {
         self.driver

@@ -33,19 +33,33 @@ pub fn client_config(transport: Transport) -> DriverConfig {
 /// Connects, while the server drains its events (a hybrid pairing completes there), until the
 /// server has seen the connection too.
 pub async fn connect(server: &mut Server, config: DriverConfig) -> (Client, ConnectionId) {
+    let (client, id, _) = connect_over(server, config).await;
+    (client, id)
+}
+
+/// [`connect`], also returning the transport named by the server's `Connected` event.
+pub async fn connect_over(
+    server: &mut Server,
+    config: DriverConfig,
+) -> (Client, ConnectionId, Transport) {
     let addr = server.local_addr();
     let connected = async {
         loop {
             match timeout(LIMIT, server.next_event()).await {
-                Ok(Some(Event::Connected { connection, .. })) => break connection,
+                Ok(Some(Event::Connected {
+                    connection,
+                    transport,
+                    ..
+                })) => break (connection, transport),
                 Ok(Some(_)) => continue,
                 other => panic!("no connection at the server: {other:?}"),
             }
         }
     };
-    let (client, id) = tokio::join!(timeout(LIMIT, Client::connect(addr, config)), connected);
+    let (client, (id, transport)) =
+        tokio::join!(timeout(LIMIT, Client::connect(addr, config)), connected);
     let client = client.expect("connect within the limit").expect("connect");
-    (client, id)
+    (client, id, transport)
 }
 
 /// The next message at the server, skipping other events.

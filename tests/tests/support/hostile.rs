@@ -360,7 +360,9 @@ pub async fn connection_of(target: &mut Target, peer: &RawPeer) -> ConnectionId 
     let addr = peer.local_addr();
     for _ in 0..100 {
         match target.next_other_event(LIMIT).await {
-            Some(Event::Connected { connection, remote }) if remote == addr => return connection,
+            Some(Event::Connected {
+                connection, remote, ..
+            }) if remote == addr => return connection,
             Some(_) => continue,
             None => break,
         }

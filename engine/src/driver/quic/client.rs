@@ -10,7 +10,7 @@ use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, PAIRED, PAIR_MAGIC, TOKEN_LEN};
 use super::link::{self, LinkHandle};
 use super::server::QUIC_ID_BIT;
-use super::session::Session;
+use super::session::{Session, SessionLimits};
 use super::tls::{self, Verifier};
 use super::{quic_port, QuicError};
 use crate::driver::{client_bind_addr, open_socket, ClientError, DriverConfig};
@@ -114,7 +114,10 @@ impl QuicClient {
             hello.mode,
             config.endpoint.channels.client_to_server.clone(),
             config.endpoint.channels.server_to_client.clone(),
-            !quic.disable_datagrams,
+            SessionLimits {
+                datagrams: !quic.disable_datagrams,
+                reassembly_bytes: config.endpoint.max_reassembly_bytes,
+            },
             Arc::clone(&events),
         );
         let task = tokio::spawn({

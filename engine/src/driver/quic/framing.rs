@@ -7,8 +7,8 @@
 //! - DATAGRAM frames (and the bodies on the fallback stream): `channel: u8 | [seq: u16 BE if
 //!   sequenced] | payload`, or an engine frame that starts with [`ENGINE_FRAME`]: several such
 //!   bodies packed into one ([`Packer`], [`Unpacker`]), acknowledgements of reliable channels
-//!   ([`Acks`]), a payload tagged for delivery notices ([`tag`]), or acknowledgements of tags
-//!   ([`TagAcks`]).
+//!   ([`Acks`]), a payload tagged for delivery notices ([`tag`]), acknowledgements of tags
+//!   ([`TagAcks`]), or one fragment of a body larger than a datagram ([`fragments`]).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use thiserror::Error;
@@ -31,8 +31,15 @@ pub(super) const ACKS: u8 = 1;
 pub(super) const TAGGED: u8 = 2;
 /// Engine frame kind: acknowledgements of tagged payloads, each `tag: u32 BE`.
 pub(super) const TAG_ACKS: u8 = 3;
+/// Engine frame kind: `message: u32 BE | index: u16 BE | count: u16 BE | piece`, one piece of
+/// a message body too large for one DATAGRAM frame.
+pub(super) const FRAGMENT: u8 = 4;
 /// Bytes a tag adds in front of a payload.
 pub(super) const TAG_HEADER: usize = 2 + 4;
+/// Bytes of a fragment's header, before its piece.
+pub(super) const FRAGMENT_HEADER: usize = 2 + 4 + 2 + 2;
+/// Most fragments one message may be split into.
+pub(super) const MAX_FRAGMENTS: usize = u16::MAX as usize;
 /// Bytes of a packed frame's header (`ENGINE_FRAME`, `PACKED`).
 const PACKED_HEADER: usize = 2;
 /// Bytes of each packed body's length prefix.
@@ -233,6 +240,17 @@ pub(super) enum Payload {
     },
     /// Acknowledgements of tagged payloads.
     TagAcks(TagAcks),
+    /// One piece of a fragmented message body.
+    Fragment {
+        /// The sender's number for the fragmented message.
+        message: u32,
+        /// The piece's place, `0..count`.
+        index: u16,
+        /// Pieces in the message, at least 2.
+        count: u16,
+        /// The piece.
+        piece: Bytes,
+    },
 }
 
 impl Payload {
@@ -254,7 +272,21 @@ impl Payload {
                         Ok(Self::Tagged { tag, inner: body })
                     }
                     TAG_ACKS if body.len() % 4 == 0 => Ok(Self::TagAcks(TagAcks(body))),
-                    TAGGED | TAG_ACKS => Err(FrameError::Truncated),
+                    FRAGMENT if body.len() > FRAGMENT_HEADER - 2 => {
+                        let message = body.get_u32();
+                        let index = body.get_u16();
+                        let count = body.get_u16();
+                        if count < 2 || index >= count {
+                            return Err(FrameError::BadFragment);
+                        }
+                        Ok(Self::Fragment {
+                            message,
+                            index,
+                            count,
+                            piece: body,
+                        })
+                    }
+                    TAGGED | TAG_ACKS | FRAGMENT => Err(FrameError::Truncated),
                     kind => Err(FrameError::UnknownFrame(kind)),
                 }
             }
@@ -327,6 +359,43 @@ pub(super) fn tag(tag: u32, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A message `body` (`channel | [seq] | message`) split into fragment frames of at most
+/// `max_datagram` bytes each, numbered `message`. `None` if it would take fewer than 2 or more
+/// than [`MAX_FRAGMENTS`] pieces (or `max_datagram` leaves no room for a piece).
+pub(super) fn fragments(
+    message: u32,
+    body: &[u8],
+    max_datagram: usize,
+) -> Option<impl ExactSizeIterator<Item = Bytes> + '_> {
+    let count = fragment_count(body.len(), max_datagram)?;
+    let piece = max_datagram - FRAGMENT_HEADER;
+    Some(body.chunks(piece).enumerate().map(move |(index, piece)| {
+        let mut out = BytesMut::with_capacity(FRAGMENT_HEADER + piece.len());
+        out.put_u8(ENGINE_FRAME);
+        out.put_u8(FRAGMENT);
+        out.put_u32(message);
+        out.put_u16(index as u16);
+        out.put_u16(count as u16);
+        out.put_slice(piece);
+        out.freeze()
+    }))
+}
+
+/// How many fragments [`fragments`] makes of a body of `body_len` bytes, if it fragments it.
+pub(super) fn fragment_count(body_len: usize, max_datagram: usize) -> Option<usize> {
+    let piece = max_datagram
+        .checked_sub(FRAGMENT_HEADER)
+        .filter(|&p| p > 0)?;
+    Some(body_len.div_ceil(piece)).filter(|count| (2..=MAX_FRAGMENTS).contains(count))
+}
+
+/// Bytes on the wire of `body` split by [`fragments`] for `max_datagram`: the body and a header
+/// per piece.
+pub(super) fn fragmented_len(body_len: usize, max_datagram: usize) -> usize {
+    let piece = max_datagram.saturating_sub(FRAGMENT_HEADER).max(1);
+    body_len + body_len.div_ceil(piece) * FRAGMENT_HEADER
+}
+
 /// The tags of a tag acknowledgements frame, in order.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct TagAcks(Bytes);
@@ -389,6 +458,9 @@ pub(super) enum FrameError {
     /// A channel id not in the layout (or not of a kind this stream or frame may carry).
     #[error("no channel {0} of that kind")]
     UnknownChannel(u8),
+    /// A fragment whose count is below 2 or whose index is not below its count.
+    #[error("fragment index or count out of range")]
+    BadFragment,
     /// An engine frame of a kind this version does not know.
     #[error("unknown engine frame kind {0}")]
     UnknownFrame(u8),
@@ -509,7 +581,7 @@ mod tests {
             // Half the cases as engine frames of a known kind, which random bytes rarely are.
             let mut framed = bytes.clone();
             if let Some(first) = framed.first().copied() {
-                framed.splice(..1, [ENGINE_FRAME, first % 4]);
+                framed.splice(..1, [ENGINE_FRAME, first % 5]);
             }
             let input = if bytes.len() % 2 == 0 { framed } else { bytes.clone() };
             let mut bodies = vec![Bytes::from(input.clone())];
@@ -546,6 +618,49 @@ mod tests {
         let bad = |bytes: &'static [u8]| Payload::classify(Bytes::from_static(bytes));
         assert_eq!(bad(&[0xFF, TAGGED, 0, 0]), Err(FrameError::Truncated));
         assert_eq!(bad(&[0xFF, TAG_ACKS, 0, 0, 0]), Err(FrameError::Truncated));
+    }
+
+    #[test]
+    fn fragments_split_within_the_datagram_size_and_classify_back() {
+        let body: Vec<u8> = (0..2_500u32).map(|i| i as u8).collect();
+        let frames: Vec<Bytes> = fragments(9, &body, 1_000).expect("fragments").collect();
+        assert_eq!(frames.len(), 3);
+        assert!(frames.iter().all(|f| f.len() <= 1_000));
+        assert_eq!(
+            frames.iter().map(Bytes::len).sum::<usize>(),
+            fragmented_len(body.len(), 1_000)
+        );
+        let mut whole = Vec::new();
+        for (i, frame) in frames.into_iter().enumerate() {
+            let Ok(Payload::Fragment {
+                message: 9,
+                index,
+                count: 3,
+                piece,
+            }) = Payload::classify(frame)
+            else {
+                panic!("not a fragment");
+            };
+            assert_eq!(usize::from(index), i);
+            whole.extend_from_slice(&piece);
+        }
+        assert_eq!(whole, body);
+        // One piece is no fragmentation; a datagram without room for a piece cannot carry any.
+        assert!(fragments(1, &body[..500], 1_000).is_none());
+        assert!(fragments(1, &body, FRAGMENT_HEADER).is_none());
+        let bad = |bytes: &'static [u8]| Payload::classify(Bytes::from_static(bytes));
+        assert_eq!(
+            bad(&[0xFF, FRAGMENT, 0, 0, 0, 1, 0, 2, 0, 2, 7]),
+            Err(FrameError::BadFragment)
+        );
+        assert_eq!(
+            bad(&[0xFF, FRAGMENT, 0, 0, 0, 1, 0, 0, 0, 1, 7]),
+            Err(FrameError::BadFragment)
+        );
+        assert_eq!(
+            bad(&[0xFF, FRAGMENT, 0, 0, 0, 1, 0, 0, 0, 2]),
+            Err(FrameError::Truncated)
+        );
     }
 
     #[test]

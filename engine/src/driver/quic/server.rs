@@ -12,14 +12,14 @@ use tokio::task::JoinHandle;
 use super::events::EventQueue;
 use super::framing::{Hello, Mode, ACCEPTED, HELLO_LEN, PAIRED, TOKEN_LEN};
 use super::link::{self, LinkHandle};
-use super::session::{Session, SHUTDOWN_CODE};
+use super::session::{Session, SessionLimits, SHUTDOWN_CODE};
 use super::{tls, CertFingerprint, QuicConfig};
 use crate::driver::BindError;
 use crate::{Config, ConnectionId, Event, RejectReason};
 
 /// Connection ids of QUIC sessions have this bit set, so they never collide with the native
 /// endpoint's (which count up from zero).
-pub(crate) const QUIC_ID_BIT: u64 = 1 << 63;
+pub(crate) const QUIC_ID_BIT: u64 = ConnectionId::QUIC_BIT;
 /// How long a refused client has to read the refusal before the connection is dropped.
 const REJECT_LINGER: Duration = Duration::from_secs(1);
 
@@ -118,18 +118,27 @@ impl QuicServer {
         self.shared.sessions().keys().copied().collect()
     }
 
-    /// Pairs the hybrid session waiting for `token` with the native connection `native`:
-    /// from now on it is known by that id, and the client is told (one byte, [`PAIRED`], on the
-    /// control stream). Returns the session, or `None` if no session waits for this token.
+    /// Pairs the hybrid session waiting for `token` with the native connection `native`, whose
+    /// peer is at `native_ip`: from now on it is known by that id, and the client is told (one
+    /// byte, [`PAIRED`], on the control stream). Returns the session, or `None` if no session
+    /// waits for this token, or if the session's peer has another IP address (a copied token
+    /// presented from elsewhere; the session keeps waiting for its own client).
     pub(crate) fn pair(
         &self,
         token: &[u8; TOKEN_LEN],
         native: ConnectionId,
+        native_ip: std::net::IpAddr,
     ) -> Option<Arc<Session>> {
         let Pending {
             session,
             mut control,
-        } = self.shared.pending().remove(token)?;
+        } = {
+            let mut pending = self.shared.pending();
+            if pending.get(token)?.session.remote_ip().to_canonical() != native_ip.to_canonical() {
+                return None;
+            }
+            pending.remove(token)?
+        };
         session.pair(native);
         self.shared.sessions().insert(native, Arc::clone(&session));
         tokio::spawn(async move {
@@ -251,7 +260,10 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
         hello.mode,
         shared.config.channels.server_to_client.clone(),
         shared.config.channels.client_to_server.clone(),
-        true,
+        SessionLimits {
+            datagrams: true,
+            reassembly_bytes: shared.config.max_reassembly_bytes,
+        },
         Arc::clone(&shared.events),
     );
     match hello.mode {
@@ -264,6 +276,7 @@ async fn serve(incoming: quinn::Incoming, shared: Arc<Shared>) {
             shared.events.push(Event::Connected {
                 connection: id,
                 remote: conn.remote_address(),
+                transport: session.transport(),
             });
         }
         Mode::Hybrid => {

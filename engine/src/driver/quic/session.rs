@@ -3,8 +3,10 @@
 //! Sending is synchronous, like the native driver's: a reliable message goes into its channel's
 //! queue, drained by one writer task per channel that owns that channel's unidirectional stream;
 //! unreliable and sequenced messages leave at once as DATAGRAM frames, the messages of one
-//! `send_many` packed together up to the size quinn reports (or, when one does not fit that size
-//! or the peer takes no datagrams, as frames on the fallback stream).
+//! `send_many` packed together up to the size quinn reports; one larger than that size is split
+//! into fragment frames of that size (reassembled by the receiver, lost whole if one is lost),
+//! except on channels with `notify_delivery`, whose large messages go on the fallback stream, as
+//! everything does when the peer takes no datagrams.
 //! Receiving is one task per connection (accepting streams), one for its datagrams, and one
 //! reader task per incoming stream; all of them push [`Event`]s into the driver's bounded
 //! [`EventQueue`], a batch per datagram or stream read, and the connection's
@@ -28,6 +30,7 @@ use super::events::EventQueue;
 use super::framing::{self, put_frame, take_frame, Acks, DatagramHeader, Mode, FALLBACK_STREAM};
 use super::framing::{Packer, Payload, TagAcks, TAG_HEADER};
 use crate::driver::Transport;
+use crate::fragment::{Reassembly, ReassemblyBudget};
 use crate::{
     ChannelConfig, ChannelId, ChannelKind, ConnectionId, ConnectionStats, DeliveryOutcome,
     DisconnectReason, Event, MessageId, RecvChannelStats, SendChannelStats, SendError,
@@ -59,6 +62,18 @@ const LOSS_CHECK: Duration = Duration::from_millis(10);
 /// Tags received and not yet acknowledged beyond this many are not acknowledged (their sender
 /// declares them lost): a bound on what a flooding peer makes this side hold.
 const MAX_PENDING_TAGS: usize = 16 * 1024;
+/// Fragmented messages reassembled at once; a new one beyond this many drops the oldest
+/// (whose missing pieces were most likely lost).
+const MAX_REASSEMBLING: usize = 32;
+
+/// What a [`Session`] may send and hold.
+pub(crate) struct SessionLimits {
+    /// Whether to send DATAGRAM frames (when the peer takes them).
+    pub(crate) datagrams: bool,
+    /// Bytes of fragmented messages held for reassembly at most
+    /// (`Config::max_reassembly_bytes`).
+    pub(crate) reassembly_bytes: usize,
+}
 
 /// A Tickwire connection over QUIC.
 pub(crate) struct Session {
@@ -70,6 +85,9 @@ pub(crate) struct Session {
     send_channels: Vec<ChannelConfig>,
     recv_channels: Vec<ChannelConfig>,
     datagrams: bool,
+    /// The largest message body (`channel | [seq] | message`) of an unreliable or sequenced
+    /// channel this side receives on: the most a fragmented message may reassemble to.
+    max_fragmented: usize,
     events: Arc<EventQueue>,
     send: Mutex<SendState>,
     recv: Mutex<RecvState>,
@@ -89,6 +107,8 @@ struct SendState {
     tracked: VecDeque<Tracked>,
     /// The next payload tag (its low 32 bits go on the wire).
     next_tag: u64,
+    /// The number of the next fragmented message.
+    next_fragmented: u32,
     fallback: Option<Writer>,
     /// The application closed the connection: no more sends.
     closing: Option<u16>,
@@ -160,6 +180,10 @@ struct RecvState {
     acked: Vec<u64>,
     /// Tags of received payloads not yet acknowledged.
     tags: Vec<u32>,
+    /// Fragmented messages being reassembled, by the sender's number, oldest first.
+    reassembling: VecDeque<(u32, Reassembly)>,
+    /// Bytes held in `reassembling`, with the connection's cap (`Config::max_reassembly_bytes`).
+    budget: ReassemblyBudget,
 }
 
 impl Session {
@@ -169,9 +193,19 @@ impl Session {
         mode: Mode,
         send_channels: Vec<ChannelConfig>,
         recv_channels: Vec<ChannelConfig>,
-        datagrams: bool,
+        limits: SessionLimits,
         events: Arc<EventQueue>,
     ) -> Arc<Self> {
+        let SessionLimits {
+            datagrams,
+            reassembly_bytes,
+        } = limits;
+        let max_fragmented = recv_channels
+            .iter()
+            .filter(|c| !c.kind.is_reliable())
+            .map(|c| c.max_message_size + 3)
+            .max()
+            .unwrap_or(0);
         Arc::new(Self {
             id: AtomicU64::new(id.0),
             conn,
@@ -181,6 +215,7 @@ impl Session {
                 packer: Packer::default(),
                 tracked: VecDeque::new(),
                 next_tag: 0,
+                next_fragmented: 0,
                 fallback: None,
                 closing: None,
             }),
@@ -191,10 +226,13 @@ impl Session {
                 opened: Vec::new(),
                 acked: vec![0; recv_channels.len()],
                 tags: Vec::new(),
+                reassembling: VecDeque::new(),
+                budget: ReassemblyBudget::new(reassembly_bytes),
             }),
             send_channels,
             recv_channels,
             datagrams,
+            max_fragmented,
             events,
             drained: Arc::new(Notify::new()),
             ack_due: Notify::new(),
@@ -337,14 +375,14 @@ impl Session {
                     space: self.conn.datagram_send_buffer_space(),
                 });
                 let size = header_len + data.len();
+                let datagram_max = room.max;
                 // A channel with delivery notices tags its payloads.
                 let tag_len = if config.notify_delivery {
                     TAG_HEADER
                 } else {
                     0
                 };
-                let max = room
-                    .max
+                let max = datagram_max
                     .map(|max| max.saturating_sub(tag_len))
                     .filter(|&max| size <= max);
                 if let Some(max) = max {
@@ -363,6 +401,19 @@ impl Session {
                 } else if let Err(lost) = self.flush(state, batch, config, channel) {
                     return Err(lost.with_data(data));
                 }
+                // Too large for one datagram: fragments of the size quinn reports, unless the
+                // channel wants delivery notices (one tag per message: the fallback stream).
+                let fragment_into = datagram_max.filter(|&datagram| {
+                    max.is_none()
+                        && !config.notify_delivery
+                        && framing::fragment_count(size, datagram).is_some()
+                });
+                if let Some(datagram) = fragment_into {
+                    let space = batch.room.as_ref().map_or(0, |r| r.space);
+                    if space < framing::fragmented_len(size, datagram) {
+                        return Err(SendError::BufferFull { channel, data });
+                    }
+                }
                 let slot = &mut state.channels[usize::from(channel.0)];
                 let seq = (config.kind == ChannelKind::UnreliableSequenced).then(|| {
                     slot.next_seq += 1;
@@ -373,14 +424,22 @@ impl Session {
                     seq,
                 };
                 let id = MessageId(slot.next_id);
-                match max {
-                    Some(max) => {
+                match (max, fragment_into) {
+                    (Some(max), _) => {
                         batch.packer.push(header, &data, max);
                         if config.notify_delivery {
                             batch.tracked.push(id);
                         }
                     }
-                    None => {
+                    (None, Some(datagram)) => {
+                        if self
+                            .send_fragments(state, batch, &header.encode(&data), datagram)
+                            .is_err()
+                        {
+                            return Err(SendError::NotConnected(data));
+                        }
+                    }
+                    (None, None) => {
                         let mut body = header.encode(&data);
                         if config.notify_delivery {
                             let tag = self.track(state, channel, vec![id]);
@@ -433,6 +492,38 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Sends a message body too large for one DATAGRAM frame as fragment frames of at most
+    /// `datagram` bytes (the caller checked that it fragments, and that quinn has room for all
+    /// of them). Fails only if the connection is lost.
+    fn send_fragments(
+        &self,
+        state: &mut SendState,
+        batch: &mut SendBatch,
+        body: &[u8],
+        datagram: usize,
+    ) -> Result<(), Lost> {
+        let message = state.next_fragmented;
+        state.next_fragmented = message.wrapping_add(1);
+        let Some(frames) = framing::fragments(message, body, datagram) else {
+            return Ok(());
+        };
+        for frame in frames {
+            let len = frame.len();
+            match self.conn.send_datagram(frame) {
+                Ok(()) => {
+                    if let Some(room) = &mut batch.room {
+                        room.space = room.space.saturating_sub(len);
+                    }
+                }
+                Err(SendDatagramError::ConnectionLost(_)) => return Err(Lost),
+                // The path shrank under the message: the rest is not sent, the message is
+                // lost whole, as on a lossy link.
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// Records a tagged payload carrying `messages`; returns its tag.
@@ -497,18 +588,24 @@ impl Session {
     }
 
     /// A datagram refused for want of buffer room: numbered now, handed to quinn once it has
-    /// room (quinn's own wait, without dropping older datagrams).
+    /// room (quinn's own wait, without dropping older datagrams), as one DATAGRAM frame or as
+    /// fragments; or, where it goes on the fallback stream, queued there once that has room.
     async fn send_datagram_wait(
         &self,
         channel: ChannelId,
         data: Bytes,
     ) -> Result<MessageId, SendError> {
-        let sequenced = self.send_kind(channel) == Some(ChannelKind::UnreliableSequenced);
-        let notify = self
-            .send_channels
-            .get(usize::from(channel.0))
-            .is_some_and(|c| c.notify_delivery);
-        let (body, id) = {
+        let Some(config) = self.send_channels.get(usize::from(channel.0)) else {
+            return Err(SendError::UnknownChannel(channel, data));
+        };
+        let sequenced = config.kind == ChannelKind::UnreliableSequenced;
+        let notify = config.notify_delivery;
+        let datagram = if self.datagrams {
+            self.conn.max_datagram_size()
+        } else {
+            None
+        };
+        let (body, id, route) = {
             let mut state = self.lock_send();
             if state.closing.is_some() {
                 return Err(SendError::NotConnected(data));
@@ -527,18 +624,52 @@ impl Session {
                 seq,
             };
             let mut body = header.encode(&data);
+            let route = match datagram {
+                Some(max) if body.len() + if notify { TAG_HEADER } else { 0 } <= max => {
+                    Route::Datagram
+                }
+                Some(max) if !notify && framing::fragment_count(body.len(), max).is_some() => {
+                    let message = state.next_fragmented;
+                    state.next_fragmented = message.wrapping_add(1);
+                    Route::Fragments { message, max }
+                }
+                _ => Route::Fallback,
+            };
             if notify {
                 let tag = self.track(&mut state, channel, vec![id]);
                 body = framing::tag(tag, &body);
             }
-            (body, id)
+            (body, id, route)
         };
-        match self.conn.send_datagram_wait(body).await {
-            Ok(()) => Ok(id),
-            // Lost with the connection, or the path shrank below it: unreliable, like a drop.
-            Err(SendDatagramError::ConnectionLost(_)) => Err(SendError::NotConnected(data)),
-            Err(_) => Ok(id),
+        let frames: Vec<Bytes> = match route {
+            Route::Datagram => vec![body],
+            Route::Fragments { message, max } => framing::fragments(message, &body, max)
+                .map(Iterator::collect)
+                .unwrap_or_default(),
+            Route::Fallback => loop {
+                let drained = self.drained.notified();
+                match self.push_fallback(&mut self.lock_send(), body.clone(), config, channel) {
+                    Ok(()) => return Ok(id),
+                    Err(SendError::BufferFull { .. }) => {}
+                    Err(_) => return Err(SendError::NotConnected(data)),
+                }
+                tokio::select! {
+                    () = drained => {}
+                    _ = self.conn.closed() => return Err(SendError::NotConnected(data)),
+                }
+            },
+        };
+        for frame in frames {
+            match self.conn.send_datagram_wait(frame).await {
+                Ok(()) => {}
+                Err(SendDatagramError::ConnectionLost(_)) => {
+                    return Err(SendError::NotConnected(data))
+                }
+                // The path shrank below it: unreliable, like a drop.
+                Err(_) => break,
+            }
         }
+        Ok(id)
     }
 
     /// Closes gracefully: what was queued is written and acknowledged (for at most `drain`),
@@ -581,6 +712,7 @@ impl Session {
         let recv = self.lock_recv();
         let packets_sent = quic.udp_tx.datagrams;
         ConnectionStats {
+            transport: self.transport(),
             rtt: quic.path.rtt,
             latest_rtt: quic.path.rtt,
             min_rtt: quic.path.rtt,
@@ -606,8 +738,9 @@ impl Session {
     }
 
     /// Hybrid mode: replaces the reliable channels' counters in the native half's `stats`
-    /// with this session's, which carries them.
+    /// with this session's, which carries them, and marks them `Hybrid`.
     pub(crate) fn overlay_reliable(&self, stats: &mut ConnectionStats) {
+        stats.transport = Transport::Hybrid;
         let send = self.lock_send();
         for ((mine, theirs), config) in send
             .channels
@@ -835,6 +968,17 @@ impl Session {
                 drop(recv);
                 return self.on_tag_acks(tags);
             }
+            Ok(Payload::Fragment {
+                message,
+                index,
+                count,
+                piece,
+            }) if tagged.is_none() => {
+                let Some(body) = self.reassemble(&mut recv, message, index, count, piece) else {
+                    return;
+                };
+                self.decode_message(&mut recv, connection, body, batch);
+            }
             // Broken, or a tag around something other than messages.
             _ => {
                 recv.malformed += 1;
@@ -855,6 +999,66 @@ impl Session {
                 stats.messages_delivered -= 1;
                 stats.bytes_delivered -= data.len() as u64;
                 stats.messages_dropped += 1;
+            }
+        }
+    }
+
+    /// Adds a fragment to its message; returns the message body once it is whole. Makes room
+    /// by dropping the oldest incomplete messages (count, then bytes); a fragment that
+    /// contradicts its message's others drops that message and counts as malformed.
+    fn reassemble(
+        &self,
+        recv: &mut RecvState,
+        message: u32,
+        index: u16,
+        count: u16,
+        piece: Bytes,
+    ) -> Option<Bytes> {
+        let RecvState {
+            reassembling,
+            budget,
+            malformed,
+            ..
+        } = recv;
+        let older = |reassembling: &VecDeque<(u32, Reassembly)>| {
+            reassembling.front().is_some_and(|(m, _)| *m != message)
+        };
+        while budget.used.saturating_add(piece.len()) > budget.limit && older(reassembling) {
+            if let Some((_, oldest)) = reassembling.pop_front() {
+                oldest.discard(budget);
+            }
+        }
+        let at = match reassembling.iter().position(|(m, _)| *m == message) {
+            Some(at) => at,
+            None => {
+                if reassembling.len() >= MAX_REASSEMBLING {
+                    if let Some((_, oldest)) = reassembling.pop_front() {
+                        oldest.discard(budget);
+                    }
+                }
+                reassembling.push_back((message, Reassembly::new(count.into(), Instant::now())));
+                reassembling.len() - 1
+            }
+        };
+        let (_, entry) = reassembling.get_mut(at)?;
+        let inserted = entry.insert(
+            index.into(),
+            count.into(),
+            piece,
+            self.max_fragmented,
+            budget,
+        );
+        match inserted {
+            Ok(false) => None,
+            Ok(true) => reassembling
+                .remove(at)
+                .map(|(_, whole)| whole.assemble(budget)),
+            Err(_) => {
+                if let Some((_, broken)) = reassembling.remove(at) {
+                    broken.discard(budget);
+                }
+                *malformed += 1;
+                None
             }
         }
     }
@@ -1128,6 +1332,16 @@ async fn write_stream(
     }
     let _ = stream.finish();
     let _ = stream.stopped().await;
+}
+
+/// Where [`Session::send_datagram_wait`] sends a message.
+enum Route {
+    /// One DATAGRAM frame.
+    Datagram,
+    /// Fragment frames of at most `max` bytes, numbered `message`.
+    Fragments { message: u32, max: usize },
+    /// The fallback stream.
+    Fallback,
 }
 
 /// The connection was lost while sending.
