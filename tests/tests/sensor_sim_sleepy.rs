@@ -27,32 +27,33 @@ async fn commands_queued_while_asleep_arrive_at_the_next_wake() {
     let ids: Vec<u32> = config.ids().collect();
     let fleet = tokio::spawn(run_fleet(config));
 
-    // Wait (bounded) until every sensor has woken once and gone back to sleep.
+    // Queue each sensor's commands once the hub has seen it wake, report and fall asleep.
+    // Sensors wake out of phase, so they are not all asleep at any one moment: each is
+    // watched on its own (bounded in time).
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    let mut queued = std::collections::BTreeSet::new();
+    while queued.len() < ids.len() {
         let status = hub.status().await.unwrap();
-        let asleep = status
-            .sensors
-            .iter()
-            .filter(|s| s.state == "asleep" && s.readings_stored > 0)
-            .count();
-        if asleep == ids.len() {
-            break;
+        for sensor in &status.sensors {
+            let asleep = sensor.state == "asleep" && sensor.readings_stored > 0;
+            if asleep && ids.contains(&sensor.sensor_id) && queued.insert(sensor.sensor_id) {
+                hub.queue_command(
+                    sensor.sensor_id,
+                    Command::SetRate {
+                        rate_millihz: 2_000,
+                    },
+                );
+                hub.queue_command(
+                    sensor.sensor_id,
+                    Command::SetSleepInterval { interval_ms: 1_000 },
+                );
+            }
         }
         assert!(
             Instant::now() < deadline,
-            "sensors never all fell asleep: {status:?}"
+            "only sensors {queued:?} were seen asleep: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for &id in &ids {
-        hub.queue_command(
-            id,
-            Command::SetRate {
-                rate_millihz: 2_000,
-            },
-        );
-        hub.queue_command(id, Command::SetSleepInterval { interval_ms: 1_000 });
     }
     let report = tokio::time::timeout(Duration::from_secs(40), fleet)
         .await
