@@ -232,6 +232,26 @@ impl Endpoint {
         Ok(id)
     }
 
+    /// Asks the peer to acknowledge everything it has received without waiting for its
+    /// `max_ack_delay`: the next packet to `connection` carries an ack request (a 1-byte
+    /// frame; the packet is sent on its own if no data is queued), which the receiver answers
+    /// with an acknowledgement at once.
+    ///
+    /// For peers that hold acknowledgements back to save datagrams (a large `max_ack_delay`
+    /// and `ack_frequency`) yet sometimes need to know quickly that everything arrived: a
+    /// sleepy device about to sleep, a sender about to close. Returns `false` (and does
+    /// nothing) if the connection is unknown or not established.
+    pub fn request_ack(&mut self, connection: ConnectionId) -> bool {
+        let Some(conn) = self.connections.get_mut(&connection) else {
+            return false;
+        };
+        if !conn.request_ack() {
+            return false;
+        }
+        enqueue(&mut self.transmit_queue, conn, connection);
+        true
+    }
+
     /// Closes a connection gracefully: messages already queued are still delivered (for at
     /// most `ack_timeout`), then the peer is told `code` (sent redundantly) and sees
     /// [`DisconnectReason::Remote`]; this side gets [`DisconnectReason::Local`] at once and

@@ -255,6 +255,10 @@ struct FleetArgs {
     /// Seconds the offline sensors stay offline.
     #[arg(long, default_value_t = 0.0)]
     offline_s: f64,
+    /// Threads driving the sensors (native transport); 0 is one per core, at most one per
+    /// 1,000 sensors. More than 1 helps only where the hub runs on other cores.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
@@ -813,6 +817,11 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
             )));
         }
     }
+    if args.threads > 256 {
+        return Err(Failure::new(
+            "--threads must be at most 256 (0 picks one per core)",
+        ));
+    }
     if !(0.0..=86_400.0).contains(&args.offline_s) {
         return Err(Failure::new("--offline-s must be between 0 and 86400"));
     }
@@ -841,6 +850,7 @@ fn fleet_config(hub: SocketAddr, count: u32, args: &FleetArgs) -> Result<FleetCo
         alert_fraction: args.alert_fraction,
         offline_fraction: args.offline_fraction,
         offline_for: Duration::from_secs_f64(args.offline_s),
+        threads: args.threads,
         ..FleetConfig::new(hub)
     })
 }

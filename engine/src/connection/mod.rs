@@ -171,6 +171,8 @@ pub(crate) struct Connection {
     /// The first ack-eliciting packet sent since the last valid packet received.
     unanswered_since: Option<Instant>,
     ping_due: bool,
+    /// `request_ack` was called: the next packet carries an ack request.
+    ack_request_due: bool,
     channel_events: Vec<ChannelEvent>,
     /// Scratch: the frames of the packet being handled, decoded once.
     frames: Vec<Frame>,
@@ -267,6 +269,7 @@ impl Connection {
             last_eliciting_sent: now,
             unanswered_since: None,
             ping_due: false,
+            ack_request_due: false,
             channel_events: Vec::new(),
             frames: Vec::new(),
             settled: Vec::new(),
@@ -395,6 +398,16 @@ impl Connection {
     }
 
     // ---- application calls ----
+
+    /// Asks the peer to acknowledge at once: the next packet carries an ack request. `false`
+    /// unless established.
+    pub(crate) fn request_ack(&mut self) -> bool {
+        if !self.is_established() {
+            return false;
+        }
+        self.ack_request_due = true;
+        true
+    }
 
     pub(crate) fn send(&mut self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
         if self.is_closing() {
@@ -692,6 +705,7 @@ impl Connection {
         // frames are decoded once, into a scratch list the passes below read.
         let mut eliciting = false;
         let mut ack_blocks = false;
+        let mut ack_now = false;
         self.frames.clear();
         let reader = FrameReader::new(&datagram, offset, &self.recv_kinds);
         let reader = if secure {
@@ -706,6 +720,10 @@ impl Connection {
             };
             match frame {
                 Frame::Ack { .. } => ack_blocks = true,
+                Frame::Control(ControlKind::AckRequest) => {
+                    ack_now = true;
+                    eliciting = true;
+                }
                 _ => eliciting = true,
             }
             self.frames.push(frame);
@@ -806,7 +824,7 @@ impl Connection {
 
         for frame in &frames {
             let (channel, incoming) = match *frame {
-                Frame::Control(ControlKind::Ping)
+                Frame::Control(_)
                 | Frame::Ack { .. }
                 | Frame::PathChallenge(_)
                 | Frame::PathResponse(_) => continue,
@@ -854,7 +872,8 @@ impl Connection {
 
         if eliciting {
             self.unacked_eliciting += 1;
-            if !in_order || self.unacked_eliciting >= self.config.ack_frequency {
+            // An ack request (the peer's `request_ack`) is answered now, whatever the policy.
+            if !in_order || ack_now || self.unacked_eliciting >= self.config.ack_frequency {
                 self.ack_deadline = Some(now);
             } else if self.ack_deadline.is_none() {
                 self.ack_deadline = Some(now + self.config.max_ack_delay);
@@ -1132,6 +1151,7 @@ impl Connection {
         let window_open = self.sent.in_flight() < self.congestion.window();
         let response_due = self.secure.as_ref().and_then(|s| s.response_due);
         let has_data = self.ping_due
+            || self.ack_request_due
             || response_due.is_some()
             || (window_open && self.send.iter().any(SendChannel::has_pending));
         if !ack_due && !has_data {
@@ -1177,6 +1197,15 @@ impl Connection {
         let header_len = writer.position();
         let mut frames = FrameWriter::new();
         let mut records = self.sent.take_records();
+        if self.ack_request_due
+            && frames
+                .write_control(&mut writer, ControlKind::AckRequest)
+                .is_ok()
+        {
+            // It elicits an acknowledgement as a ping does: one frame serves both.
+            self.ack_request_due = false;
+            self.ping_due = false;
+        }
         if self.ping_due && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
             self.ping_due = false;
         }

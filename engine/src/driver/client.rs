@@ -257,6 +257,22 @@ impl Client {
         }
     }
 
+    /// Asks the server to acknowledge everything it has received at once, instead of after
+    /// its `max_ack_delay` (see [`Endpoint::request_ack`](crate::Endpoint::request_ack)): for
+    /// a client that keeps acknowledgements sparse but must sometimes learn quickly that all
+    /// its messages arrived. Native UDP only (and the native path of a hybrid connection);
+    /// over QUIC the QUIC stack schedules its own acknowledgements and this returns `false`,
+    /// as it does when the connection is not established.
+    pub fn request_ack(&self) -> bool {
+        match &self.inner {
+            Inner::Native(native) => native.request_ack(),
+            #[cfg(feature = "quic")]
+            Inner::Quic(_) => false,
+            #[cfg(feature = "quic")]
+            Inner::Hybrid { native, .. } => native.request_ack(),
+        }
+    }
+
     /// Whether the connection is established.
     pub fn is_connected(&self) -> bool {
         match &self.inner {

@@ -219,6 +219,21 @@ impl ClientSet {
         sent
     }
 
+    /// Asks the server of `key` to acknowledge at once
+    /// ([`Endpoint::request_ack`](crate::Endpoint::request_ack)); the ping leaves at the next
+    /// [`flush`](Self::flush) or [`update`](Self::update). `false` if `key` is unknown or not
+    /// connected.
+    pub fn request_ack(&mut self, key: ClientKey) -> bool {
+        let Some(member) = self.member_mut(key) else {
+            return false;
+        };
+        let requested = member.endpoint.request_ack(member.connection);
+        if requested {
+            self.mark_dirty(key.index);
+        }
+        requested
+    }
+
     /// Closes the connection of `key` gracefully with an application code (the server sees
     /// [`DisconnectReason::Remote`](crate::DisconnectReason::Remote)): queued messages are
     /// still delivered (for at most the endpoint's `ack_timeout`), then the goodbye leaves, and

@@ -160,6 +160,12 @@ impl PolledEndpoint {
         self.endpoint.send(connection, channel, data)
     }
 
+    /// Asks the peer to acknowledge at once ([`Endpoint::request_ack`]); the ping leaves at
+    /// the next [`update`](Self::update) or [`flush`](Self::flush).
+    pub fn request_ack(&mut self, connection: ConnectionId) -> bool {
+        self.endpoint.request_ack(connection)
+    }
+
     /// Closes a connection gracefully (the goodbye copies leave over the next updates).
     pub fn disconnect(&mut self, connection: ConnectionId, code: u16) {
         self.endpoint.disconnect(connection, code, Instant::now());

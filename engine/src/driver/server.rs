@@ -294,6 +294,19 @@ impl Server {
         }
     }
 
+    /// Asks a client to acknowledge at once instead of after its `max_ack_delay` (see
+    /// [`Endpoint::request_ack`](crate::Endpoint::request_ack)). Native connections only:
+    /// `false` for a connection carried whole by QUIC, or one not established.
+    pub fn request_ack(&self, connection: ConnectionId) -> bool {
+        #[cfg(feature = "quic")]
+        if self.quic_whole_session(connection).is_some() {
+            return false;
+        }
+        self.native
+            .as_ref()
+            .is_some_and(|native| native.request_ack(connection))
+    }
+
     /// One connection's statistics.
     pub fn stats(&self, connection: ConnectionId) -> Option<ConnectionStats> {
         #[cfg(feature = "quic")]

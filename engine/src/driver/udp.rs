@@ -464,6 +464,12 @@ impl NativeServer {
             .with(|endpoint| endpoint.disconnect(connection, code, Instant::now()));
     }
 
+    /// Asks the peer to acknowledge at once ([`Endpoint::request_ack`]).
+    pub(crate) fn request_ack(&self, connection: ConnectionId) -> bool {
+        self.driver
+            .with(|endpoint| endpoint.request_ack(connection))
+    }
+
     /// The client id of a secure session (from its connect token).
     pub(crate) fn client_id(&self, connection: ConnectionId) -> Option<crate::ClientId> {
         self.driver.with(|endpoint| endpoint.client_id(connection))
@@ -566,6 +572,13 @@ impl NativeClient {
     /// Queues a message for the server; it leaves at once.
     pub(crate) fn send(&self, channel: ChannelId, data: Bytes) -> Result<MessageId, SendError> {
         self.driver.send(self.connection, channel, data)
+    }
+
+    /// Asks the server to acknowledge at once ([`Endpoint::request_ack`]).
+    pub(crate) fn request_ack(&self) -> bool {
+        let connection = self.connection;
+        self.driver
+            .with(|endpoint| endpoint.request_ack(connection))
     }
 
     /// Sends, waiting while the channel's send buffer is full (backpressure instead of

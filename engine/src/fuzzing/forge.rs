@@ -122,6 +122,8 @@ pub enum ForgedFrame<'a> {
     },
     /// A ping (ack-eliciting, no body).
     Ping,
+    /// An ack request (ack-eliciting, no body; answered with an acknowledgement at once).
+    AckRequest,
     /// An extra ack block.
     Ack {
         /// Low 16 bits of the newest packet number acknowledged.
@@ -183,6 +185,9 @@ pub fn data(packet_number: u16, ack: Option<(u16, u32)>, frames: &[ForgedFrame<'
                 frame_writer.write(&mut writer, channel, ChannelKind::ReliableOrdered, &body)
             }
             ForgedFrame::Ping => frame_writer.write_control(&mut writer, ControlKind::Ping),
+            ForgedFrame::AckRequest => {
+                frame_writer.write_control(&mut writer, ControlKind::AckRequest)
+            }
             ForgedFrame::Ack { largest, bits } => {
                 frame_writer.write_ack(&mut writer, largest, bits)
             }
@@ -275,7 +280,7 @@ fn frame_room(frame: &ForgedFrame<'_>) -> usize {
         ForgedFrame::Message { payload, .. } | ForgedFrame::Fragment { payload, .. } => {
             payload.len() + 24
         }
-        ForgedFrame::Ping => 1,
+        ForgedFrame::Ping | ForgedFrame::AckRequest => 1,
         ForgedFrame::Ack { .. } => FrameWriter::ACK_FRAME_LEN,
     }
 }
@@ -292,6 +297,7 @@ mod tests {
             Some((3, 0b101)),
             &[
                 ForgedFrame::Ping,
+                ForgedFrame::AckRequest,
                 ForgedFrame::Message {
                     channel: 2,
                     id: Some(4),
@@ -326,9 +332,9 @@ mod tests {
         let frames: Vec<Frame> = FrameReader::new(&packet, offset, &kinds)
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(frames.len(), 4);
+        assert_eq!(frames.len(), 5);
         assert!(matches!(
-            frames[2],
+            frames[3],
             Frame::Fragment {
                 index: 2,
                 count: 3,

@@ -17,6 +17,7 @@ const CHANNEL_MASK: u8 = 0x1f;
 const CHANNEL_ESCAPE: u8 = 31;
 const CONTROL_PATH_CHALLENGE: u8 = 2;
 const CONTROL_PATH_RESPONSE: u8 = 3;
+const CONTROL_ACK_REQUEST: u8 = 4;
 
 /// Largest fragment count the wire format allows; channels enforce tighter limits.
 pub(crate) const MAX_FRAGMENT_COUNT: u64 = 1 << 16;
@@ -26,6 +27,9 @@ pub(crate) const MAX_FRAGMENT_COUNT: u64 = 1 << 16;
 pub(crate) enum ControlKind {
     /// Asks for an acknowledgement; used as keepalive and RTT probe.
     Ping = 0,
+    /// Asks for an acknowledgement at once, whatever the receiver's ack delay
+    /// (`Endpoint::request_ack`).
+    AckRequest = CONTROL_ACK_REQUEST as isize,
 }
 
 /// One decoded frame; payloads are byte ranges of the datagram, so that the receiver can hand
@@ -111,6 +115,7 @@ impl<'a, 'k> FrameReader<'a, 'k> {
             }
             return match low {
                 0 => Ok(Frame::Control(ControlKind::Ping)),
+                CONTROL_ACK_REQUEST => Ok(Frame::Control(ControlKind::AckRequest)),
                 1 => Ok(Frame::Ack {
                     largest: self.reader.u16()?,
                     bits: self.reader.u32()?,

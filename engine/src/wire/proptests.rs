@@ -28,6 +28,7 @@ enum Spec {
         payload: Vec<u8>,
     },
     Ping,
+    AckRequest,
     Ack {
         largest: u16,
         bits: u32,
@@ -335,7 +336,8 @@ fn same(frame: &Frame, spec: &Spec, buf: &[u8]) -> bool {
                 payload: p,
             },
         ) => channel == c && id == i && index == x && count == n && buf[payload.clone()] == p[..],
-        (Frame::Control(ControlKind::Ping), Spec::Ping) => true,
+        (Frame::Control(ControlKind::Ping), Spec::Ping)
+        | (Frame::Control(ControlKind::AckRequest), Spec::AckRequest) => true,
         (
             Frame::Ack { largest, bits },
             Spec::Ack {
@@ -426,6 +428,9 @@ fn encode(header: &DataHeader, kinds: &[ChannelKind], specs: &[Spec]) -> (Vec<u8
             }
             Spec::Ping => frames
                 .write_control(&mut writer, ControlKind::Ping)
+                .unwrap(),
+            Spec::AckRequest => frames
+                .write_control(&mut writer, ControlKind::AckRequest)
                 .unwrap(),
             Spec::Ack { largest, bits } => frames.write_ack(&mut writer, *largest, *bits).unwrap(),
         }
@@ -585,6 +590,7 @@ fn frame_spec(kinds: Vec<ChannelKind>, channels: u8) -> impl Strategy<Value = Sp
         4 => message,
         3 => fragment,
         1 => Just(Spec::Ping),
+        1 => Just(Spec::AckRequest),
         1 => ack,
     ]
 }

@@ -230,6 +230,8 @@ impl Fleet {
                     self.by_key.remove(&key);
                     self.idle(index, 0, now + wake_in, now);
                 } else {
+                    // Again, in case the request or its answer was lost (see `Link`).
+                    set.request_ack(key);
                     self.set_wake(index, (now + SETTLE_POLL).min(until));
                 }
             }
@@ -348,6 +350,10 @@ impl Link for SetLink<'_> {
         self.set
             .endpoint_stats(self.key)
             .map_or(0, |stats| stats.datagrams_sent)
+    }
+
+    fn request_ack(&mut self) {
+        self.set.request_ack(self.key);
     }
 }
 
