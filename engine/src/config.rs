@@ -162,7 +162,10 @@ pub struct Config {
     pub handshake_resend_interval: Duration,
     /// How long a handshake cookie stays valid; the cookie secret rotates at this period. Default 10 s.
     pub cookie_lifetime: Duration,
-    /// Send a keepalive when nothing has been sent for this long. Default 1 s.
+    /// A ping (an RTT sample, and proof the peer is alive) goes out when nothing
+    /// ack-eliciting has been sent for this long: inside the next packet that leaves anyway,
+    /// or on its own once nothing at all was sent, or nothing received, for as long.
+    /// Default 1 s.
     pub keepalive_interval: Duration,
     /// Close a connection when nothing has been received for this long. Default 10 s.
     pub idle_timeout: Duration,

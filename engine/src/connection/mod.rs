@@ -168,6 +168,8 @@ pub(crate) struct Connection {
     ack_deadline: Option<Instant>,
     last_received: Instant,
     last_eliciting_sent: Instant,
+    /// When the last data packet of any kind left (an ack-only one included).
+    last_sent: Instant,
     /// The first ack-eliciting packet sent since the last valid packet received.
     unanswered_since: Option<Instant>,
     ping_due: bool,
@@ -267,6 +269,7 @@ impl Connection {
             ack_deadline: None,
             last_received: now,
             last_eliciting_sent: now,
+            last_sent: now,
             unanswered_since: None,
             ping_due: false,
             ack_request_due: false,
@@ -944,10 +947,19 @@ impl Connection {
         for half in &mut self.recv {
             half.expire(now, self.config.reassembly_timeout, &mut self.budget);
         }
-        if now.saturating_duration_since(self.last_eliciting_sent) >= self.config.keepalive_interval
-        {
+        if now >= self.keepalive_at() {
             self.ping_due = true;
         }
+    }
+
+    /// When a keepalive ping is due in a packet of its own: nothing ack-eliciting sent for
+    /// `keepalive_interval`, and either nothing at all sent (the peer's idle timer needs a
+    /// packet) or nothing received (this side needs an answer) for as long. Before that, a
+    /// packet that leaves anyway carries the ping (see `build_data`), so a side that only
+    /// acknowledges a steady stream sends no datagram for its keepalives.
+    fn keepalive_at(&self) -> Instant {
+        let quiet_since = self.last_sent.min(self.last_received);
+        self.last_eliciting_sent.max(quiet_since) + self.config.keepalive_interval
     }
 
     // ---- poll_* outputs ----
@@ -972,9 +984,7 @@ impl Connection {
                     }
                 };
                 consider(self.ack_deadline);
-                consider(Some(
-                    self.last_eliciting_sent + self.config.keepalive_interval,
-                ));
+                consider(Some(self.keepalive_at()));
                 let rto = self.rto();
                 for half in &self.send {
                     consider(half.next_timeout(rto));
@@ -1206,7 +1216,12 @@ impl Connection {
             self.ack_request_due = false;
             self.ping_due = false;
         }
-        if self.ping_due && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
+        // A ping rides on any packet once nothing ack-eliciting has left for a keepalive
+        // interval (an RTT sample and a liveness check at no datagram's cost).
+        let ping = self.ping_due
+            || now.saturating_duration_since(self.last_eliciting_sent)
+                >= self.config.keepalive_interval;
+        if ping && frames.write_control(&mut writer, ControlKind::Ping).is_ok() {
             self.ping_due = false;
         }
         if let Some(data) = response_due {
@@ -1263,6 +1278,7 @@ impl Connection {
             self.unacked_eliciting = 0;
             self.ack_deadline = None;
         }
+        self.last_sent = now;
         if eliciting {
             self.last_eliciting_sent = now;
             self.unanswered_since.get_or_insert(now);
