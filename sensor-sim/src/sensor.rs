@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use tickwire::sim::LinkConfig;
@@ -304,7 +304,7 @@ pub(crate) struct Sensor {
     kind: SensorKind,
     sleepy: bool,
     clock: DeviceClock,
-    rng: StdRng,
+    rng: SmallRng,
     signal: Signal,
     battery_pct: f64,
     rate_hz: f64,
@@ -317,7 +317,9 @@ pub(crate) struct Sensor {
     stop_at: Instant,
     drain_until: Instant,
     backlog: VecDeque<Reading>,
-    in_flight: HashMap<MessageId, Vec<Reading>>,
+    /// Reading batches awaiting their delivery notice, in the order sent (notices come in
+    /// about that order, so the one named is found at or near the front).
+    in_flight: VecDeque<(MessageId, Vec<Reading>)>,
     /// Over QUIC: readings sent on a reliable stream within the last [`QUIC_RESEND_WINDOW`],
     /// sent again if the connection is lost (see [`Sensor::send_backlog`]).
     quic_recent: VecDeque<(Instant, Vec<Reading>)>,
@@ -347,7 +349,7 @@ pub(crate) struct Sensor {
 
 impl Sensor {
     fn new(config: &FleetConfig, id: u32, sleepy: bool, origin_us: i64) -> Self {
-        let mut rng = StdRng::seed_from_u64(mix(config.seed, u64::from(id)));
+        let mut rng = SmallRng::seed_from_u64(mix(config.seed, u64::from(id)));
         let kind = SensorKind::ALL[id as usize % SensorKind::ALL.len()];
         let max_offset = config.max_clock_offset.as_micros() as i64;
         let clock = DeviceClock {
@@ -379,7 +381,7 @@ impl Sensor {
             stop_at,
             drain_until: stop_at + config.drain_timeout,
             backlog: VecDeque::new(),
-            in_flight: HashMap::new(),
+            in_flight: VecDeque::new(),
             quic_recent: VecDeque::new(),
             quic: false,
             transport: None,
@@ -682,7 +684,8 @@ impl Sensor {
             Event::Delivery {
                 message, outcome, ..
             } => {
-                if let Some(readings) = self.in_flight.remove(&message) {
+                let found = self.in_flight.iter().position(|(id, _)| *id == message);
+                if let Some((_, readings)) = found.and_then(|i| self.in_flight.remove(i)) {
                     if outcome == DeliveryOutcome::Lost {
                         for r in readings.into_iter().rev() {
                             self.backlog.push_front(r);
@@ -811,7 +814,7 @@ impl Sensor {
                     self.quic_recent.push_back((Instant::now(), readings));
                 }
                 Some(id) => {
-                    self.in_flight.insert(id, readings);
+                    self.in_flight.push_back((id, readings));
                 }
                 None => {
                     // Refused (buffer full or closing): keep them for later.
@@ -838,7 +841,7 @@ impl Sensor {
     /// Readings in flight when a session ends have an unknown fate: send them again (the hub
     /// drops the copies it already has).
     fn return_in_flight(&mut self) {
-        let mut readings: Vec<Reading> = self.in_flight.drain().flat_map(|(_, r)| r).collect();
+        let mut readings: Vec<Reading> = self.in_flight.drain(..).flat_map(|(_, r)| r).collect();
         readings.extend(self.quic_recent.drain(..).flat_map(|(_, r)| r));
         readings.sort_by_key(|r| std::cmp::Reverse(r.seq));
         for r in readings {

@@ -1,7 +1,7 @@
 //! What a simulated sensor measures: a slow cycle, noise, and rare spikes that cross the
 //! kind's alert threshold.
 
-use rand::rngs::StdRng;
+use rand::rngs::SmallRng;
 use rand::Rng;
 
 use crate::protocol::SensorKind;
@@ -15,7 +15,7 @@ pub(crate) struct Signal {
 }
 
 impl Signal {
-    pub(crate) fn new(kind: SensorKind, rng: &mut StdRng) -> Self {
+    pub(crate) fn new(kind: SensorKind, rng: &mut SmallRng) -> Self {
         Self {
             kind,
             phase: rng.random::<f64>() * std::f64::consts::TAU,
@@ -35,7 +35,7 @@ impl Signal {
 
     /// The value at `t` seconds since the sensor started, and whether it newly crossed the
     /// threshold (rising edge; for pressure, falling below).
-    pub(crate) fn sample(&mut self, t: f64, rng: &mut StdRng) -> (f32, bool) {
+    pub(crate) fn sample(&mut self, t: f64, rng: &mut SmallRng) -> (f32, bool) {
         let cycle = (t * std::f64::consts::TAU / CYCLE_S + self.phase).sin();
         let spike = rng.random::<f64>() < SPIKE_PROBABILITY;
         let noise = gaussian(rng);
@@ -60,7 +60,7 @@ impl Signal {
 }
 
 /// A standard normal sample (Box-Muller).
-fn gaussian(rng: &mut StdRng) -> f64 {
+fn gaussian(rng: &mut SmallRng) -> f64 {
     let u1 = rng.random::<f64>().max(f64::MIN_POSITIVE);
     let u2 = rng.random::<f64>();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
@@ -78,7 +78,7 @@ mod tests {
 
     #[test]
     fn spikes_raise_alerts_at_about_the_spike_rate() {
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = SmallRng::seed_from_u64(7);
         for kind in SensorKind::ALL {
             let mut signal = Signal::new(kind, &mut rng);
             let alerts = (0..20_000)

@@ -154,6 +154,11 @@ impl ClientSet {
         let local_addr = std_socket
             .local_addr()
             .map_err(|e| BindError::from_io(bind, e))?;
+        // Connected to the server: the kernel keeps the route (no lookup per send) and drops
+        // datagrams from any other address before they cost a read.
+        std_socket
+            .connect(server)
+            .map_err(|e| BindError::from_io(local_addr, e))?;
         let mut socket = mio::net::UdpSocket::from_std(std_socket);
         let (mut endpoint, conditioner) = endpoint_and_link(config)?;
         let connection = endpoint.connect(server, now)?;
@@ -188,6 +193,7 @@ impl ClientSet {
             connection,
             conditioner,
             local_addr,
+            server,
             scheduled: None,
             closing_until: None,
             dirty: false,
@@ -503,6 +509,8 @@ struct Member {
     connection: ConnectionId,
     conditioner: Option<Conditioner>,
     local_addr: SocketAddr,
+    /// The server the socket is connected to.
+    server: SocketAddr,
     /// The live entry of the set's timer heap, if any.
     scheduled: Option<Instant>,
     /// Disconnected by the application: removed once gone or at this time.
@@ -537,21 +545,13 @@ impl Member {
         }
         if let Some(conditioner) = &mut self.conditioner {
             while let Some((to, datagram)) = conditioner.poll_outgoing(now) {
-                match self.socket.send_to(&datagram, to) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
-                    Err(e) => tracing::warn!(local = %self.local_addr, "send failed: {e}"),
-                }
+                send(&self.socket, self.server, self.local_addr, &datagram, to);
             }
         }
     }
 
     fn send_to(&self, datagram: &[u8], to: SocketAddr) {
-        match self.socket.send_to(datagram, to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || is_transient(&e) => {}
-            Err(e) => tracing::warn!(local = %self.local_addr, "send failed: {e}"),
-        }
+        send(&self.socket, self.server, self.local_addr, datagram, to);
     }
 
     /// When this member next has timer work: the endpoint's timers, the simulated link's next
@@ -565,6 +565,27 @@ impl Member {
             .into_iter()
             .flatten()
             .min()
+    }
+}
+
+/// Sends one datagram on a socket connected to `server` (`send`, the kernel's cached route);
+/// to any other address (none in this protocol today) with `send_to`.
+fn send(
+    socket: &mio::net::UdpSocket,
+    server: SocketAddr,
+    local: SocketAddr,
+    datagram: &[u8],
+    to: SocketAddr,
+) {
+    let sent = if to == server {
+        socket.send(datagram)
+    } else {
+        socket.send_to(datagram, to)
+    };
+    match sent {
+        Ok(_) => {}
+        Err(e) if is_transient(&e) => {}
+        Err(e) => tracing::warn!(%local, "send failed: {e}"),
     }
 }
 
