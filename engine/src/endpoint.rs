@@ -389,7 +389,12 @@ impl Endpoint {
                     }
                     self.by_addr.insert(from, id);
                 }
-                touch(&mut self.transmit_queue, &mut self.timers, conn, id);
+                // Most datagrams of a steady stream ask for nothing at once (the ack is held
+                // back): only the timer needs to move.
+                if conn.may_transmit(now) {
+                    enqueue(&mut self.transmit_queue, conn, id);
+                }
+                schedule(&mut self.timers, conn, id);
             }
             self.reap(id);
             return;

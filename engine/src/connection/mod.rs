@@ -1006,6 +1006,23 @@ impl Connection {
         }
     }
 
+    /// Whether [`poll_transmit`](Self::poll_transmit) may have something to send now; `false`
+    /// only when it surely has not (an established unsecured session with no ack, ping or
+    /// data due), so that the endpoint can leave such a connection out of its transmit queue
+    /// after a datagram that asked for nothing (most of a steady stream's, while the ack is
+    /// held back).
+    pub(crate) fn may_transmit(&self, now: Instant) -> bool {
+        if !matches!(self.state, State::Established) || self.secure.is_some() {
+            return true;
+        }
+        let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
+        let window_open = self.sent.in_flight() < self.congestion.window();
+        ack_due
+            || self.ping_due
+            || self.ack_request_due
+            || (window_open && self.send.iter().any(SendChannel::has_pending))
+    }
+
     /// Writes the next datagram for this connection into `buf`; returns its length.
     pub(crate) fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.last_activity = now;
