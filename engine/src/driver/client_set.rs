@@ -9,7 +9,9 @@
 //! drives it: [`wait`](ClientSet::wait), [`update`](ClientSet::update), drain
 //! [`poll_event`](ClientSet::poll_event), send, [`flush`](ClientSet::flush). Nothing is spawned
 //! and nothing locks; the system calls are one `epoll_wait` per round, one `recvfrom` per
-//! datagram received (plus one that finds the socket empty) and one `sendto` per datagram sent.
+//! datagram received (plus one that finds the socket empty) and one `send` per datagram sent.
+//! Each socket is connected to its server: the kernel keeps the route, and drops datagrams
+//! from any other address before they cost a read.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
