@@ -6,21 +6,23 @@ mod support;
 
 use std::time::Duration;
 
-use sensor_sim::{FleetConfig, HubConfig};
+use sensor_sim::{FleetConfig, Hub, HubConfig};
 use tickwire::PrivateKey;
+
+/// A hub in `dir` that requires tokens sealed with `key`.
+async fn secure_hub(dir: &std::path::Path, key: &PrivateKey) -> Hub {
+    let config = HubConfig {
+        key: Some(key.clone()),
+        ..HubConfig::default()
+    };
+    support::start_hub_with(dir, config).await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_sensors_with_tokens_store_everything_once() {
     let dir = support::fresh_dir("secure");
     let key = PrivateKey::generate();
-    let hub = support::start_hub_with(
-        &dir,
-        HubConfig {
-            key: Some(key.clone()),
-            ..HubConfig::default()
-        },
-    )
-    .await;
+    let hub = secure_hub(&dir, &key).await;
     let fleet = FleetConfig {
         count: 20,
         duration: Duration::from_secs(3),
@@ -39,14 +41,7 @@ async fn twenty_sensors_with_tokens_store_everything_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sensor_with_the_wrong_key_never_connects() {
     let dir = support::fresh_dir("secure-wrong-key");
-    let hub = support::start_hub_with(
-        &dir,
-        HubConfig {
-            key: Some(PrivateKey::generate()),
-            ..HubConfig::default()
-        },
-    )
-    .await;
+    let hub = secure_hub(&dir, &PrivateKey::generate()).await;
     let fleet = FleetConfig {
         count: 1,
         duration: Duration::from_secs(1),
@@ -67,14 +62,7 @@ async fn a_hello_for_another_sensor_than_the_token_is_refused() {
 
     let dir = support::fresh_dir("secure-wrong-id");
     let key = PrivateKey::generate();
-    let hub = support::start_hub_with(
-        &dir,
-        HubConfig {
-            key: Some(key.clone()),
-            ..HubConfig::default()
-        },
-    )
-    .await;
+    let hub = secure_hub(&dir, &key).await;
     let unix_now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
