@@ -43,8 +43,8 @@ pub const MAX_BATCH: usize = 40;
 /// its retransmission timeout). A sensor at 10 Hz sends a datagram every 100 ms; holding acks
 /// 1 s with [`ACK_FREQUENCY`] 10 lets one acknowledgement cover ten of them, which cuts the
 /// hub's sends (`sendmsg` is its largest cost per reading after SQLite) and the sensors'
-/// receives to a tenth of the datagrams (hub CPU per reading 0.80x, sensors 0.89x, against
-/// 250 ms and 3). Readings are unreliable, so this delays only the sensor learning that a
+/// receives to a tenth of the datagrams (hub CPU 0.84x against 250 ms and 3, at 7,000
+/// sensors: BENCHMARKS.md). Readings are unreliable, so this delays only the sensor learning that a
 /// batch was lost, not the readings themselves; a lost alert is sent again up to 1 s later
 /// than with immediate acks. A sensor that waits only for acknowledgements (to sleep, or at
 /// the end of the run) asks for them at once with `request_ack`, so wakes stay short.

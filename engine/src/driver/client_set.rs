@@ -228,9 +228,9 @@ impl ClientSet {
     }
 
     /// Asks the server of `key` to acknowledge at once
-    /// ([`Endpoint::request_ack`](crate::Endpoint::request_ack)); the ping leaves at the next
-    /// [`flush`](Self::flush) or [`update`](Self::update). `false` if `key` is unknown or not
-    /// connected.
+    /// ([`Endpoint::request_ack`](crate::Endpoint::request_ack)); the ack request leaves at
+    /// the next [`flush`](Self::flush) or [`update`](Self::update). `false` if `key` is
+    /// unknown or not connected.
     pub fn request_ack(&mut self, key: ClientKey) -> bool {
         let Some(member) = self.member_mut(key) else {
             return false;

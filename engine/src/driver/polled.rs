@@ -160,8 +160,8 @@ impl PolledEndpoint {
         self.endpoint.send(connection, channel, data)
     }
 
-    /// Asks the peer to acknowledge at once ([`Endpoint::request_ack`]); the ping leaves at
-    /// the next [`update`](Self::update) or [`flush`](Self::flush).
+    /// Asks the peer to acknowledge at once ([`Endpoint::request_ack`]); the ack request
+    /// leaves at the next [`update`](Self::update) or [`flush`](Self::flush).
     pub fn request_ack(&mut self, connection: ConnectionId) -> bool {
         self.endpoint.request_ack(connection)
     }
