@@ -231,6 +231,9 @@ pub(crate) struct SentPackets {
     threshold: u64,
     /// Losses later disproved by an acknowledgement.
     spurious: u64,
+    /// Packet numbers of the losses disproved since the last `take_disproved` (at most one
+    /// per packet acknowledged).
+    disproved: Vec<u64>,
 }
 
 /// A packet whose fate was just decided.
@@ -254,6 +257,7 @@ impl SentPackets {
             scan_from: 0,
             threshold: PACKET_THRESHOLD,
             spurious: 0,
+            disproved: Vec::new(),
         }
     }
 
@@ -323,6 +327,7 @@ impl SentPackets {
             // Only reordered or late: be more patient from now on.
             packet.fate = Fate::Acked;
             self.spurious += 1;
+            self.disproved.push(pn);
             if let Some(largest) = self.largest_acked {
                 let distance = largest.saturating_sub(pn) + 1;
                 self.threshold = self.threshold.max(distance).min(MAX_PACKET_THRESHOLD);
@@ -390,6 +395,13 @@ impl SentPackets {
     }
 
     /// Losses later disproved by an acknowledgement.
+    /// Hands the losses disproved since the last call to `f`, oldest first.
+    pub(crate) fn take_disproved(&mut self, mut f: impl FnMut(u64)) {
+        for pn in self.disproved.drain(..) {
+            f(pn);
+        }
+    }
+
     pub(crate) fn spurious_losses(&self) -> u64 {
         self.spurious
     }

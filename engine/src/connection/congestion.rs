@@ -1,7 +1,9 @@
 //! A Reno-style congestion window over the bytes of ack-eliciting packets in flight.
 //!
 //! Slow start doubles the window every round trip until the first loss; then each loss (at
-//! most once per window of packets) halves it and it grows by one datagram per round trip.
+//! most once per window of packets) halves it and it grows by one datagram per round trip. A
+//! reduction whose loss a late acknowledgement disproves (the packet was only reordered) is
+//! undone.
 //! The floor, [`MIN_WINDOW`], is far above what a game or a sensor has in flight, so only bulk
 //! senders (floods, large transfers) ever wait on it: they are paced by the receiver's
 //! acknowledgements instead of overrunning its socket.
@@ -20,6 +22,16 @@ pub(crate) struct Congestion {
     datagram: usize,
     /// Losses of packets numbered below this belong to the reduction already made.
     recovery_from: u64,
+    /// The last reduction: the packet whose loss made it, and the window and threshold
+    /// before it, restored if that loss proves spurious.
+    undo: Option<Undo>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Undo {
+    trigger: u64,
+    window: usize,
+    slow_start_threshold: usize,
 }
 
 impl Congestion {
@@ -31,6 +43,7 @@ impl Congestion {
             max,
             datagram,
             recovery_from: 0,
+            undo: None,
         }
     }
 
@@ -54,8 +67,28 @@ impl Congestion {
             return;
         }
         self.recovery_from = next;
+        self.undo = Some(Undo {
+            trigger: packet_number,
+            window: self.window,
+            slow_start_threshold: self.slow_start_threshold,
+        });
         self.window = (self.window / 2).max(MIN_WINDOW);
         self.slow_start_threshold = self.window;
+    }
+
+    /// The packet numbered `packet_number`, declared lost, was acknowledged after all (it was
+    /// only reordered or late). If its loss made the last reduction, the reduction is undone:
+    /// reordering alone never shrinks the window.
+    pub(crate) fn on_spurious(&mut self, packet_number: u64) {
+        let Some(undo) = self.undo else {
+            return;
+        };
+        if undo.trigger != packet_number {
+            return;
+        }
+        self.undo = None;
+        self.window = self.window.max(undo.window).min(self.max);
+        self.slow_start_threshold = self.slow_start_threshold.max(undo.slow_start_threshold);
     }
 }
 
@@ -80,5 +113,23 @@ mod tests {
             c.on_lost(200 + i * 100, 300 + i * 100);
         }
         assert_eq!(c.window(), MIN_WINDOW);
+    }
+
+    #[test]
+    fn a_spurious_loss_undoes_its_reduction_and_no_other() {
+        let mut c = Congestion::new(4 << 20, 1200);
+        c.on_acked(1 << 20);
+        let before = c.window();
+        c.on_lost(10, 40);
+        assert!(c.window() < before);
+        c.on_spurious(11); // not the packet that made the reduction
+        assert!(c.window() < before);
+        c.on_spurious(10);
+        assert_eq!(c.window(), before);
+        c.on_spurious(10); // at most once
+        assert_eq!(c.window(), before);
+        // A real loss after the undo still halves the window.
+        c.on_lost(50, 80);
+        assert!(c.window() < before);
     }
 }

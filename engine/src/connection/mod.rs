@@ -1395,6 +1395,8 @@ impl Connection {
     }
 
     fn apply_settled(&mut self, events: Option<&mut VecDeque<Event>>) {
+        let congestion = &mut self.congestion;
+        self.sent.take_disproved(|pn| congestion.on_spurious(pn));
         let mut settled = std::mem::take(&mut self.settled);
         for packet in settled.drain(..) {
             match packet.fate {
