@@ -1012,14 +1012,22 @@ impl Connection {
     /// after a datagram that asked for nothing (most of a steady stream's, while the ack is
     /// held back).
     pub(crate) fn may_transmit(&self, now: Instant) -> bool {
-        if !matches!(self.state, State::Established) || self.secure.is_some() {
-            return true;
-        }
+        !matches!(self.state, State::Established) || self.secure.is_some() || self.data_due(now)
+    }
+
+    /// Whether a data packet is due now: an ack whose deadline passed, a ping, an ack request,
+    /// a path response, or new data with the congestion window open.
+    fn data_due(&self, now: Instant) -> bool {
         let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
         let window_open = self.sent.in_flight() < self.congestion.window();
+        let response_due = self
+            .secure
+            .as_ref()
+            .is_some_and(|s| s.response_due.is_some());
         ack_due
             || self.ping_due
             || self.ack_request_due
+            || response_due
             || (window_open && self.send.iter().any(SendChannel::has_pending))
     }
 
@@ -1173,17 +1181,12 @@ impl Connection {
     }
 
     fn build_data(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let ack_due = self.received.has_unreported() && self.ack_deadline.is_some_and(|t| t <= now);
+        if !self.data_due(now) {
+            return None;
+        }
         // New data waits while the congestion window is full; acks and pings never do.
         let window_open = self.sent.in_flight() < self.congestion.window();
         let response_due = self.secure.as_ref().and_then(|s| s.response_due);
-        let has_data = self.ping_due
-            || self.ack_request_due
-            || response_due.is_some()
-            || (window_open && self.send.iter().any(SendChannel::has_pending));
-        if !ack_due && !has_data {
-            return None;
-        }
         let tag_len = if self.is_secure() { AEAD_TAG_LEN } else { 0 };
         let budget = self.config.payload_budget.min(buf.len());
         let mut writer = Writer::new(buf.get_mut(..budget.checked_sub(tag_len)?)?);
