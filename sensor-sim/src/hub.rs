@@ -367,8 +367,8 @@ struct HubState {
     ops: Sender<WriteOp>,
     sensors: HashMap<u32, SensorState>,
     connections: HashMap<ConnectionId, u32>,
-    /// Messages of sessions whose hello has not arrived yet.
-    early: HashMap<ConnectionId, Vec<Uplink>>,
+    /// Messages of sessions whose hello has not arrived yet, with when they were received.
+    early: HashMap<ConnectionId, Vec<(Uplink, Instant, i64)>>,
     totals: HubTotals,
     started: Instant,
     stale_after: Duration,
@@ -460,7 +460,7 @@ impl HubState {
             Event::Message {
                 connection, data, ..
             } => match typed::decode::<Uplink>(&data) {
-                Ok(message) => self.handle_message(connection, message),
+                Ok(message) => self.handle_message(connection, message, self.now, self.now_us),
                 Err(_) => self.totals.malformed += 1,
             },
             Event::Disconnected { connection, .. } => {
@@ -496,8 +496,14 @@ impl HubState {
         self.now_us = unix_micros();
     }
 
-    fn handle_message(&mut self, connection: ConnectionId, message: Uplink) {
-        let (now, received_us) = (self.now, self.now_us);
+    /// Handles one message received at `now` (`received_us` on the wall clock).
+    fn handle_message(
+        &mut self,
+        connection: ConnectionId,
+        message: Uplink,
+        now: Instant,
+        received_us: i64,
+    ) {
         if let Uplink::Hello(hello) = message {
             self.handle_hello(connection, hello, now, received_us);
             return;
@@ -507,14 +513,16 @@ impl HubState {
         let Some(&sensor_id) = self.connections.get(&connection) else {
             let early = self.early.entry(connection).or_default();
             if early.len() < MAX_EARLY {
-                early.push(message);
+                // Stored with the time it came, not the time its hello did.
+                early.push((message, now, received_us));
             }
             return;
         };
         let Some(sensor) = self.sensors.get_mut(&sensor_id) else {
             return;
         };
-        sensor.last_seen = Some(now);
+        // An early message is older than the hello that released it.
+        sensor.last_seen = sensor.last_seen.max(Some(now));
         match message {
             Uplink::Hello(_) => {}
             Uplink::Readings(batch) => {
@@ -628,8 +636,8 @@ impl HubState {
             &Downlink::Welcome { pending_commands },
         );
         self.ping(hello.sensor_id, now);
-        for message in self.early.remove(&connection).unwrap_or_default() {
-            self.handle_message(connection, message);
+        for (message, at, at_us) in self.early.remove(&connection).unwrap_or_default() {
+            self.handle_message(connection, message, at, at_us);
         }
     }
 

@@ -145,11 +145,9 @@ impl Server {
         if let Some(session) = self.quic.as_ref().and_then(|q| q.session(connection)) {
             return Some(session.transport());
         }
+        // One lookup, not a list of every connection: the hub asks this for each new session.
         let native = self.native.as_ref()?;
-        native
-            .connections()
-            .contains(&connection)
-            .then_some(Transport::Native)
+        native.remote_addr(connection).map(|_| Transport::Native)
     }
 
     /// Queues a message for a client; it leaves at once.

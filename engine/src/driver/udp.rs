@@ -487,7 +487,6 @@ impl NativeServer {
     }
 
     /// The peer address of a connection, if it exists.
-    #[cfg_attr(not(feature = "quic"), allow(dead_code))]
     pub(crate) fn remote_addr(&self, connection: ConnectionId) -> Option<SocketAddr> {
         self.driver
             .with(|endpoint| endpoint.remote_address(connection))
