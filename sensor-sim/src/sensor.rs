@@ -78,11 +78,24 @@ pub struct FleetConfig {
     pub key: Option<PrivateKey>,
     /// Natively, how many threads drive the fleet, each a [`ClientSet`](tickwire::ClientSet)
     /// over its share of the sensors; 0 is one per core, but no more than one per
-    /// [`SENSORS_PER_THREAD`] sensors. Default 1: on a machine that also runs the hub, more
-    /// threads take cores from it (H1 at 8,000 sensors on 2 cores: p99 486 ms with 2 threads,
-    /// 115 ms with 1).
+    /// [`SENSORS_PER_THREAD`] sensors. Default 0. One thread drives about 8,000 sensors at
+    /// 10 Hz on this project's 2-core machine: H1 at 10,000 sensors had p99 189 ms on one
+    /// thread, 35-39 ms on two (with the hub beside them).
     pub threads: usize,
+    /// Over how long the awake sensors first power on and connect, each at a random moment.
+    /// Default `None`: [`MIN_RAMP`], or one sensor per [`RAMP_RATE`]th of a second if that is
+    /// longer (see [`ramp`](Self::ramp)).
+    pub ramp: Option<Duration>,
 }
+
+/// The shortest default ramp (see [`FleetConfig::ramp`]).
+pub const MIN_RAMP: Duration = Duration::from_millis(500);
+/// Sensors per second that power on in a default ramp. Each first connection costs the hub a
+/// handshake, a hello, a welcome and clock pings, several times a reading's work: 8,000 sensors
+/// in 0.5 s overflowed the hub's 8 MiB socket buffer (20,000 datagrams dropped in H1) while they
+/// joined, and the readings lost there were late by a second. A fleet that powers on over a few
+/// seconds is also the likelier sight (a hub restart is H3's and H4's business).
+pub const RAMP_RATE: f64 = 2_500.0;
 
 /// With `threads` 0, the fewest sensors that get a thread of their own.
 pub const SENSORS_PER_THREAD: usize = 1_000;
@@ -109,8 +122,17 @@ impl FleetConfig {
             transport: Transport::Native,
             verification: ServerVerification::LoopbackSelfSigned,
             key: None,
-            threads: 1,
+            threads: 0,
+            ramp: None,
         }
+    }
+
+    /// Over how long the awake sensors first connect: [`ramp`](Self::ramp) if set, else
+    /// [`MIN_RAMP`] or `count` / [`RAMP_RATE`] seconds, whichever is longer.
+    pub fn ramp(&self) -> Duration {
+        self.ramp.unwrap_or_else(|| {
+            MIN_RAMP.max(Duration::from_secs_f64(f64::from(self.count) / RAMP_RATE))
+        })
     }
 
     /// How many threads drive a native fleet (see [`threads`](Self::threads)).
@@ -510,7 +532,7 @@ impl Sensor {
         let first = if self.sleepy {
             self.wake_interval.mul_f64(self.rng.random::<f64>())
         } else {
-            Duration::from_millis(500).mul_f64(self.rng.random::<f64>())
+            config.ramp().mul_f64(self.rng.random::<f64>())
         };
         let mut wake_at = Instant::now() + first;
         if self.offline {
