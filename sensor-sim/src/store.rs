@@ -1,6 +1,6 @@
 //! The hub's database: SQLite in WAL mode in the data directory, one file `hub.sqlite3`.
 //!
-//! Readings are unique by `(sensor_id, seq)` and alerts by `(sensor_id, alert_id)`, so a
+//! Readings are unique by sensor and sequence number and alerts by `(sensor_id, alert_id)`, so a
 //! reading or alert sent twice is stored once (`INSERT OR IGNORE`). Timestamps are integers in
 //! microseconds since the Unix epoch: `device_ts` by the sensor's clock, `corrected_ts` the
 //! hub's estimate of the true time, `received_ts` by the hub's clock.
