@@ -705,6 +705,24 @@ mod tests {
     }
 
     #[test]
+    fn duplicates_are_counted_across_many_rows() {
+        let dir = temp_dir("dups-many");
+        let mut store = Store::open(&dir).unwrap();
+        // Two sensors interleaved, with a repeat inside a batch.
+        let first: Vec<ReadingRow> = (0..150).map(|i| reading(i % 2, u64::from(i / 2))).collect();
+        let w = store.write(&first, &[]).unwrap();
+        assert_eq!((w.readings[&0], w.readings[&1]), ((75, 0), (75, 0)));
+        let mut again: Vec<ReadingRow> = (100..250)
+            .map(|i| reading(i % 2, u64::from(i / 2)))
+            .collect();
+        again.push(reading(0, 124));
+        let w = store.write(&again, &[]).unwrap();
+        assert_eq!((w.readings[&0], w.readings[&1]), ((50, 26), (50, 25)));
+        assert_eq!(store.totals().unwrap(), (250, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_newer_schema_is_refused() {
         let dir = temp_dir("newer");
         drop(Store::open(&dir).unwrap());
