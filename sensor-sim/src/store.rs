@@ -26,11 +26,11 @@ use crate::protocol::Command;
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "hub.sqlite3";
 
-// The readings' unique key is `(seq, sensor_id)`, not `(sensor_id, seq)` (schema 2). Sensors
-// count their readings from 0 at about the same pace, so the rows of one commit have nearly the
-// same `seq` and land on a few pages at the right edge of the index; keyed by sensor first, the
-// rows of 10,000 sensors landed on thousands of pages, and each commit rewrote them all into
-// the WAL. Same dedup, 3.4x less index work per row (about 3.7 to 1.1 µs in a 1M-row, 8,000-
+// The readings' unique key is `(seq, sensor_id)`, not `(sensor_id, seq)` as in schemas 1 and 2.
+// Sensors count their readings from 0 at about the same pace, so the rows of one commit have
+// nearly the same `seq` and land on a few pages at the right edge of the index; keyed by sensor
+// first, the rows of 10,000 sensors landed on thousands of pages, and each commit rewrote them all
+// into the WAL. Same dedup, 3.4x less index work per row (about 3.7 to 1.1 µs in a 1M-row, 8,000-
 // sensor insert pattern); the price is that a query for one sensor scans the table.
 // `cache_size = -65536`: a 64 MiB page cache (default 2 MiB), so a transaction does not spill
 // dirty pages mid-way. `wal_autocheckpoint = 10000` (default 1000 pages): a 40 MB WAL lets one
