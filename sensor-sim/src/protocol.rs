@@ -233,7 +233,7 @@ pub fn channel_layout() -> ChannelLayout {
 }
 
 /// The hub's driver configuration: room for many sensors, sensor-sim's protocol id and layout,
-/// and acknowledgements held back up to [`MAX_ACK_DELAY`].
+/// acknowledgements held back up to [`MAX_ACK_DELAY`], and large socket buffers.
 pub fn hub_config() -> DriverConfig {
     let mut config = DriverConfig::server();
     config.endpoint = Config {
@@ -245,8 +245,16 @@ pub fn hub_config() -> DriverConfig {
         ack_frequency: ACK_FREQUENCY,
         ..Config::server()
     };
+    config.socket_buffer_bytes = HUB_SOCKET_BUFFER;
     config
 }
+
+/// The hub's socket buffers: 100,000 readings/s fill 8 MiB of receive buffer in about 80 ms, so
+/// a hub off the CPU that long (its machine busy) drops datagrams, and each dropped reading waits
+/// up to [`MAX_ACK_DELAY`] to be reported lost and sent again. 32 MiB rides out about 300 ms.
+/// The kernel grants it past `net.core.rmem_max` only to a privileged hub; raise the sysctl
+/// otherwise.
+pub const HUB_SOCKET_BUFFER: usize = 32 * 1024 * 1024;
 
 /// A sensor's driver configuration: notices a vanished hub within 3 s, gives up a connection
 /// attempt after 2 s, and asks for modest socket buffers (thousands of sensors share a machine).

@@ -627,7 +627,8 @@ impl Sensor {
         }
     }
 
-    /// Starts a session on a fresh connection: hello, the whole outbox, the samples due.
+    /// Starts a session on a fresh connection: hello, the whole outbox, the samples due (sent
+    /// at once).
     pub(crate) fn start_session(&mut self, link: &mut impl Link) -> Session {
         let hello = Uplink::Hello(Hello {
             sensor_id: self.id,
@@ -644,7 +645,11 @@ impl Sensor {
             self.send(link, ALERTS, &Uplink::Alert(alert));
         }
         self.pending_alerts.clear();
+        // The samples due go out now, not at the first tick a sampling period later: the
+        // first reading of every session would otherwise wait that long (at 10 Hz, 100 ms,
+        // for 1 % of a 10 s run's readings).
         self.take_samples(Instant::now());
+        self.send_backlog(link);
         Session {
             awake_since: Instant::now(),
             welcomed: false,

@@ -65,7 +65,8 @@ pub struct DriverConfig {
     /// Seed of the simulated link's randomness. Default 0.
     pub link_seed: u64,
     /// Kernel send and receive buffer sizes requested for the socket, in bytes. Default 4 MiB;
-    /// the kernel may grant less (see `net.core.rmem_max`).
+    /// the kernel may grant less (see `net.core.rmem_max`), except to a process with
+    /// `CAP_NET_ADMIN` on Linux, which gets the size asked for.
     pub socket_buffer_bytes: usize,
     /// Which transport to use (client) or serve (server). Default [`Transport::Native`]. The
     /// simulated [`link`](Self::link) applies to the native path; the QUIC path has its own
@@ -226,9 +227,7 @@ pub(crate) fn open_socket(
     };
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
         .map_err(|e| BindError::from_io(addr, e))?;
-    // Buffer sizes are a request; the kernel caps them and that is fine.
-    let _ = socket.set_recv_buffer_size(buffer_bytes);
-    let _ = socket.set_send_buffer_size(buffer_bytes);
+    set_buffer_sizes(&socket, buffer_bytes);
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
@@ -239,6 +238,31 @@ pub(crate) fn open_socket(
         .set_nonblocking(true)
         .map_err(|e| BindError::from_io(addr, e))?;
     Ok(socket.into())
+}
+
+/// Requests `bytes` of kernel send and receive buffer. The kernel caps a request at
+/// `net.core.rmem_max` / `wmem_max` and that is fine; on Linux a process with `CAP_NET_ADMIN`
+/// (a server run as root, say) may go past the cap, and gets what it asked for: a busy server's
+/// receive buffer is what absorbs a moment off the CPU without dropping datagrams.
+fn set_buffer_sizes(socket: &socket2::Socket, bytes: usize) {
+    let _ = socket.set_recv_buffer_size(bytes);
+    let _ = socket.set_send_buffer_size(bytes);
+    #[cfg(target_os = "linux")]
+    {
+        // Linux reports twice the requested size (it counts its bookkeeping).
+        if socket
+            .recv_buffer_size()
+            .is_ok_and(|granted| granted < bytes)
+        {
+            let _ = rustix::net::sockopt::set_socket_recv_buffer_size_force(socket, bytes);
+        }
+        if socket
+            .send_buffer_size()
+            .is_ok_and(|granted| granted < bytes)
+        {
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size_force(socket, bytes);
+        }
+    }
 }
 
 /// The endpoint and, if configured, the simulated link of a driver about to start.
@@ -263,5 +287,28 @@ pub(crate) fn client_bind_addr(server: SocketAddr) -> SocketAddr {
         SocketAddr::from(([0, 0, 0, 0], 0))
     } else {
         SocketAddr::from(([0u16; 8], 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_socket;
+
+    /// Linux reports twice the size set (it counts its bookkeeping): a request past
+    /// `net.core.rmem_max` is either granted in full (a privileged process, as CI's) or capped.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_buffer_past_the_cap_is_granted_in_full_or_capped() {
+        let cap: usize = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(212_992);
+        let asked = cap * 2 + 4096;
+        let socket = open_socket("127.0.0.1:0".parse().unwrap(), asked).unwrap();
+        let granted = socket2::SockRef::from(&socket).recv_buffer_size().unwrap();
+        assert!(
+            granted >= asked || granted == cap * 2,
+            "asked {asked}, cap {cap}, granted {granted}"
+        );
     }
 }
